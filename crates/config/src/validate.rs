@@ -1,0 +1,176 @@
+//! Semantic checks run after parsing. Each error names the key at fault.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::{resolve_password, Config, ConfigError};
+
+impl Config {
+    /// Checks every value and resolves `password_env` into `password`, so later code reads
+    /// `password` only.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        check_addr("proxy.listen", &self.proxy.listen)?;
+        if let Some(admin) = &self.proxy.admin_listen {
+            check_addr("proxy.admin_listen", admin)?;
+        }
+        if self.proxy.max_message_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "proxy.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.proxy.max_client_connections == 0 {
+            return Err(ConfigError::invalid(
+                "proxy.max_client_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.users.is_empty() {
+            return Err(ConfigError::invalid(
+                "users",
+                "at least one [[users]] entry is required",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, user) in self.users.iter_mut().enumerate() {
+            let key = format!("users[{i}]");
+            if user.name.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !seen.insert(user.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("duplicate user {:?}", user.name),
+                ));
+            }
+            user.password = Some(resolve_password(&key, &user.password, &user.password_env)?);
+            user.password_env = None;
+        }
+        self.monitor.password = Some(resolve_password(
+            "monitor",
+            &self.monitor.password,
+            &self.monitor.password_env,
+        )?);
+        self.monitor.password_env = None;
+        if self.monitor.interval_ms == 0 {
+            return Err(ConfigError::invalid("monitor.interval_ms", "must be at least 1"));
+        }
+        if self.nodes.is_empty() {
+            return Err(ConfigError::invalid(
+                "nodes",
+                "at least one [[nodes]] entry is required",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let key = format!("nodes[{i}]");
+            if node.name.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(node.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("duplicate node {:?}", node.name),
+                ));
+            }
+            if node.host.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.host"), "must not be empty"));
+            }
+            if node.port == 0 {
+                return Err(ConfigError::invalid(format!("{key}.port"), "must not be 0"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The user entry for `name`, if configured.
+    pub fn user(&self, name: &str) -> Option<&crate::UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
+    value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not an address of the form host:port (e.g. 127.0.0.1:6432)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[proxy]
+listen = "127.0.0.1:6432"
+region = "eu"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[monitor]
+user = "postgres"
+password = "pw"
+
+[[nodes]]
+name = "pg1"
+host = "127.0.0.1"
+port = 55432
+"#;
+
+    fn err(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("config should be rejected"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = Config::from_toml(GOOD).expect("valid");
+        assert_eq!(c.proxy.region, "eu");
+        assert_eq!(c.monitor.database, "postgres");
+        assert_eq!(c.users[0].password.as_deref(), Some("app-secret"));
+        assert_eq!(c.nodes[0].region, "local");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("region = \"eu\"", "regoin = \"eu\""));
+        assert!(e.contains("regoin"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        let e = err(&GOOD.replace("127.0.0.1:6432", "nowhere"));
+        assert!(e.starts_with("proxy.listen"), "{e}");
+    }
+
+    #[test]
+    fn missing_password_env_is_named() {
+        let e = err(&GOOD.replace(
+            "password = \"app-secret\"",
+            "password_env = \"MERIDIAN_TEST_SURELY_UNSET\"",
+        ));
+        assert!(e.starts_with("users[0].password_env"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_node_is_named() {
+        let text = format!("{GOOD}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\n");
+        let e = err(&text);
+        assert!(e.starts_with("nodes[1].name"), "{e}");
+    }
+
+    #[test]
+    fn both_password_forms_rejected() {
+        let e = err(&GOOD.replace(
+            "password = \"app-secret\"",
+            "password = \"a\"\npassword_env = \"HOME\"",
+        ));
+        assert!(e.starts_with("users[0].password"), "{e}");
+    }
+}

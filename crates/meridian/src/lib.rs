@@ -1,0 +1,65 @@
+//! Meridian as a library: start the proxy (listener + monitor) from a validated configuration.
+//! The binary, the demo, the integration tests and the benchmarks all start it through here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meridian_config::Config;
+use meridian_session::ProxyState;
+use meridian_upstream::{monitor, TopologyHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub mod demo;
+pub mod logging;
+
+/// A running proxy. Dropping it stops the listener and the monitor.
+pub struct Running {
+    /// Where clients connect.
+    pub listen_addr: SocketAddr,
+    /// The topology the proxy sees.
+    pub topology: TopologyHandle,
+    /// Shared state (configuration, users, cancel keys).
+    pub state: Arc<ProxyState>,
+    shutdown: watch::Sender<bool>,
+    listener_task: tokio::task::JoinHandle<()>,
+    _monitor: monitor::MonitorTasks,
+}
+
+impl Running {
+    /// Stops accepting clients and waits for the listener to finish.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.listener_task).await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.listener_task.abort();
+    }
+}
+
+/// Binds the listener and starts the monitor and the accept loop on the current runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let listener = TcpListener::bind(&config.proxy.listen).await.map_err(|e| {
+        anyhow::anyhow!("proxy.listen: cannot listen on {}: {e}", config.proxy.listen)
+    })?;
+    let listen_addr = listener.local_addr()?;
+    let topology = TopologyHandle::new(monitor::initial_topology(&config));
+    let monitor = monitor::spawn(config.clone(), topology.clone());
+    let state = Arc::new(ProxyState::new(config, topology.clone())?);
+    let (shutdown, rx) = watch::channel(false);
+    let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
+    tracing::info!(%listen_addr, "meridian listening");
+    Ok(Running {
+        listen_addr,
+        topology,
+        state,
+        shutdown,
+        listener_task,
+        _monitor: monitor,
+    })
+}

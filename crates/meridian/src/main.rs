@@ -1,0 +1,120 @@
+//! The `meridian` command: run the proxy, check a configuration, or start a local demo cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meridian_config::Config;
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "PostgreSQL proxy with read/write routing, read-your-writes and failover")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        /// Path to the TOML configuration.
+        #[arg(long, short, env = "MERIDIAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit (non-zero with an error naming the key on failure).
+    CheckConfig {
+        /// Path to the TOML configuration.
+        path: PathBuf,
+    },
+    /// Start a local primary + 2 streaming replicas and Meridian in front of them.
+    Demo {
+        /// Port for Meridian to listen on (falls back to a free port if taken).
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Number of replicas.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { path } => match Config::load(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} nodes, {} users)",
+                    path.display(),
+                    c.nodes.len(),
+                    c.users.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            meridian::logging::init(config.proxy.log_format);
+            runtime_run(async move {
+                let running = meridian::start(config).await?;
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                running.stop().await;
+                Ok(())
+            })
+        }
+        Command::Demo { port, replicas } => {
+            meridian::logging::init(meridian_config::LogFormat::Text);
+            runtime_run(meridian::demo::run(port, replicas))
+        }
+    }
+}
+
+fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,14 @@
+//! The client side of Meridian: the listener, startup and authentication, and the per-client
+//! session that routes statements to backends and forwards frames both ways.
+
+mod cancel;
+mod error;
+mod listener;
+mod session;
+mod startup;
+mod state;
+
+pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
+pub use error::SessionError;
+pub use listener::serve;
+pub use state::{ProxyState, UserAuth};

@@ -1,0 +1,101 @@
+//! The client listener: accepts connections, bounds how many are served at once, and runs each
+//! client's startup and session in its own task until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use meridian_wire::messages;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::session::Session;
+use crate::startup::{self, Outcome};
+use crate::{ProxyState, SessionError};
+
+/// Accepts clients on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(state.config.proxy.max_client_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    info!("listener stopped");
+                    return;
+                }
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = handle_client(stream, state).await {
+                        debug!(%peer, error = %e, kind = e.kind(), "client session ended with error");
+                    }
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    reject(stream, &SessionError::TooManyClients).await;
+                });
+            }
+        }
+    }
+}
+
+/// Startup, authentication, then the session proper.
+async fn handle_client(mut stream: TcpStream, state: Arc<ProxyState>) -> Result<(), SessionError> {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let timeout = Duration::from_millis(state.config.proxy.startup_timeout_ms);
+    let outcome =
+        match tokio::time::timeout(timeout, startup::handshake(&mut stream, &mut buf, &state))
+            .await
+        {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                if !matches!(e, SessionError::ClientIo(_)) {
+                    reject(stream, &e).await;
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                let e = SessionError::StartupTimeout;
+                reject(stream, &e).await;
+                return Err(e);
+            }
+        };
+    match outcome {
+        Outcome::Cancelled => Ok(()),
+        Outcome::Session(auth) => Session::start(state, stream, buf, auth).await,
+    }
+}
+
+/// Sends a FATAL ErrorResponse and closes.
+async fn reject(mut stream: TcpStream, e: &SessionError) {
+    let mut out = BytesMut::new();
+    messages::error_response(&mut out, "FATAL", e.sqlstate(), &e.to_string());
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

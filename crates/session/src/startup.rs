@@ -1,0 +1,209 @@
+//! Client startup: SSL/GSS negotiation (declined until TLS lands), cancel requests, the startup
+//! packet, and authentication against the configured users (SCRAM-SHA-256 or md5). Nothing is
+//! sent upstream before the client has proven who it is.
+
+use bytes::{Bytes, BytesMut};
+use meridian_config::AuthMethod;
+use meridian_wire::auth::{self, ScramServer, ScramSecret};
+use meridian_wire::startup::{self, StartupPacket};
+use meridian_wire::{frame, messages, parse, tag::frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::{ProxyState, SessionError};
+
+/// Largest message accepted before authentication completes.
+const MAX_STARTUP_BYTES: usize = 10_000;
+
+/// A client that passed authentication.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// Role name.
+    pub user: String,
+    /// Database name (defaults to the user name, as in Postgres).
+    pub database: String,
+    /// Every other startup parameter, passed upstream.
+    pub params: Vec<(String, String)>,
+}
+
+/// What the startup phase ended with.
+pub enum Outcome {
+    /// A normal client, authenticated.
+    Session(Authenticated),
+    /// A CancelRequest connection, already handled.
+    Cancelled,
+}
+
+/// Runs the startup phase on a fresh client connection.
+pub async fn handshake(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    state: &ProxyState,
+) -> Result<Outcome, SessionError> {
+    let packet = loop {
+        let packet = loop {
+            if let Some(p) = startup::decode_startup(buf, MAX_STARTUP_BYTES)? {
+                break p;
+            }
+            read_more(stream, buf).await?;
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                // No encryption offered yet: the client may continue in plaintext.
+                write(stream, b"N").await?;
+            }
+            other => break other,
+        }
+    };
+    let (protocol, params) = match packet {
+        StartupPacket::Cancel { pid, secret } => {
+            if let Some((addr, bpid, bsecret)) = state.cancels.lookup(pid, secret) {
+                debug!(%addr, "forwarding cancel request");
+                let _ = meridian_upstream::send_cancel(addr, bpid, bsecret).await;
+            }
+            return Ok(Outcome::Cancelled);
+        }
+        StartupPacket::Startup { protocol, params } => (protocol, params),
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            return Err(SessionError::Protocol("unexpected negotiation packet".into()))
+        }
+    };
+
+    let mut user = None;
+    let mut database = None;
+    let mut rest = Vec::new();
+    let mut unsupported = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "user" => user = Some(v),
+            "database" => database = Some(v),
+            "replication" if v != "false" && v != "off" && v != "0" => {
+                return Err(SessionError::Unsupported(
+                    "replication connections are not supported through Meridian".into(),
+                ))
+            }
+            _ if k.starts_with("_pq_.") => unsupported.push(k),
+            _ => rest.push((k, v)),
+        }
+    }
+    let user = user.ok_or_else(|| SessionError::Auth {
+        code: "28000",
+        message: "no PostgreSQL user name specified in startup packet".into(),
+    })?;
+    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+
+    let mut out = BytesMut::with_capacity(256);
+    if protocol.1 > 0 || !unsupported.is_empty() {
+        let names: Vec<&str> = unsupported.iter().map(String::as_str).collect();
+        messages::negotiate_protocol_version(&mut out, 0, &names);
+        write(stream, &out).await?;
+        out.clear();
+    }
+
+    authenticate(stream, buf, state, &user).await?;
+    info!(%user, %database, "client authenticated");
+    Ok(Outcome::Session(Authenticated {
+        user,
+        database,
+        params: rest,
+    }))
+}
+
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    state: &ProxyState,
+    user: &str,
+) -> Result<(), SessionError> {
+    let failed = || SessionError::Auth {
+        code: "28P01",
+        message: format!("password authentication failed for user \"{user}\""),
+    };
+    let known = state.users.get(user);
+    if known.is_none() {
+        info!(%user, "authentication attempt for unknown user");
+    }
+    match known.map(|u| u.method) {
+        Some(AuthMethod::Md5) => {
+            let salt: [u8; 4] = rand::random();
+            let mut out = BytesMut::new();
+            messages::auth_md5(&mut out, salt);
+            write(stream, &out).await?;
+            let reply = read_password(stream, buf).await?;
+            let offered = parse::password_message(frame::body(&reply))?;
+            let ok = known.is_some_and(|u| {
+                let expected = auth::md5_password_hash(user, &u.password, salt);
+                auth::ct_eq(expected.as_bytes(), offered)
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(failed())
+            }
+        }
+        // Unknown users run the SCRAM exchange against a decoy verifier and fail at the proof,
+        // exactly like a wrong password.
+        Some(AuthMethod::ScramSha256) | None => {
+            let secret: &ScramSecret = known.map(|u| &u.scram).unwrap_or(&state.decoy);
+            let mut server = ScramServer::new(secret);
+            let mut out = BytesMut::new();
+            messages::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+            write(stream, &out).await?;
+            let first = read_password(stream, buf).await?;
+            let (mechanism, data) = parse::sasl_initial_response(frame::body(&first))?;
+            if mechanism != "SCRAM-SHA-256" {
+                return Err(SessionError::Auth {
+                    code: "28000",
+                    message: format!("unsupported SASL mechanism {mechanism:?}"),
+                });
+            }
+            let server_first = server
+                .client_first(data.unwrap_or_default())
+                .map_err(|_| failed())?;
+            out.clear();
+            messages::auth_sasl_continue(&mut out, &server_first);
+            write(stream, &out).await?;
+            let last = read_password(stream, buf).await?;
+            let server_final = server
+                .client_final(frame::body(&last))
+                .map_err(|_| failed())?;
+            if known.is_none() {
+                return Err(failed());
+            }
+            out.clear();
+            messages::auth_sasl_final(&mut out, &server_final);
+            write(stream, &out).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Reads one PasswordMessage-family frame ('p').
+async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
+    loop {
+        if let Some((tag, frame)) = frame::split_frame(buf, MAX_STARTUP_BYTES)? {
+            if tag != frontend::PASSWORD {
+                return Err(SessionError::Protocol(format!(
+                    "expected password response, got message type 0x{tag:02x}"
+                )));
+            }
+            return Ok(frame);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
+    match stream.read_buf(buf).await {
+        Ok(0) => Err(SessionError::ClientIo(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(SessionError::ClientIo(e)),
+    }
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), SessionError> {
+    stream.write_all(bytes).await.map_err(SessionError::ClientIo)
+}

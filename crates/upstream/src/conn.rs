@@ -1,0 +1,255 @@
+//! One connection to an upstream Postgres server: TCP connect, StartupMessage, whatever
+//! authentication the server asks for (SCRAM-SHA-256, md5, cleartext, trust), then the
+//! ParameterStatus/BackendKeyData exchange up to the first ReadyForQuery.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use meridian_wire::{auth, frame, messages, parse, startup, tag::backend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::UpstreamError;
+
+/// What to connect with.
+#[derive(Debug, Clone)]
+pub struct ConnectParams<'a> {
+    /// Node index in the topology.
+    pub node: usize,
+    /// Host name or address.
+    pub host: &'a str,
+    /// TCP port.
+    pub port: u16,
+    /// Role to log in as.
+    pub user: &'a str,
+    /// Its password (unused under trust).
+    pub password: &'a str,
+    /// Database.
+    pub database: &'a str,
+    /// Other startup parameters (application_name, options, client_encoding, ...).
+    pub extra: &'a [(String, String)],
+    /// Largest message accepted from the server.
+    pub max_message_bytes: usize,
+    /// Bound on the whole connect + authenticate exchange.
+    pub timeout: Duration,
+}
+
+/// An authenticated server connection, idle (ReadyForQuery received).
+#[derive(Debug)]
+pub struct BackendConn {
+    /// Read half of the socket.
+    pub rd: OwnedReadHalf,
+    /// Write half of the socket.
+    pub wr: OwnedWriteHalf,
+    /// Bytes read from the server and not yet consumed.
+    pub rbuf: BytesMut,
+    /// Node index in the topology.
+    pub node: usize,
+    /// Server address, for CancelRequests.
+    pub addr: SocketAddr,
+    /// Backend process id (BackendKeyData).
+    pub pid: i32,
+    /// Cancel secret (BackendKeyData).
+    pub secret: i32,
+    /// The ParameterStatus frames the server sent at startup, concatenated, to replay to a client.
+    pub param_frames: Bytes,
+    /// Transaction status from the last ReadyForQuery.
+    pub tx_status: u8,
+}
+
+/// Connects and authenticates, bounded by `params.timeout`.
+pub async fn connect(params: &ConnectParams<'_>) -> Result<BackendConn, UpstreamError> {
+    let addr_text = format!("{}:{}", params.host, params.port);
+    match tokio::time::timeout(params.timeout, connect_inner(params, &addr_text)).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::Timeout { addr: addr_text }),
+    }
+}
+
+async fn connect_inner(
+    params: &ConnectParams<'_>,
+    addr_text: &str,
+) -> Result<BackendConn, UpstreamError> {
+    let io = |source| UpstreamError::Io {
+        addr: addr_text.to_string(),
+        source,
+    };
+    let stream = TcpStream::connect((params.host, params.port))
+        .await
+        .map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    let addr = stream.peer_addr().map_err(io)?;
+    let (rd, wr) = stream.into_split();
+    let mut conn = BackendConn {
+        rd,
+        wr,
+        rbuf: BytesMut::with_capacity(16 * 1024),
+        node: params.node,
+        addr,
+        pid: 0,
+        secret: 0,
+        param_frames: Bytes::new(),
+        tx_status: b'I',
+    };
+
+    let mut out = BytesMut::with_capacity(256);
+    let mut startup_params: Vec<(&str, &str)> = vec![
+        ("user", params.user),
+        ("database", params.database),
+    ];
+    for (k, v) in params.extra {
+        if k != "user" && k != "database" && !k.starts_with("_pq_.") {
+            startup_params.push((k.as_str(), v.as_str()));
+        }
+    }
+    startup::encode_startup(&mut out, &startup_params);
+    conn.wr.write_all(&out).await.map_err(io)?;
+
+    let mut scram: Option<auth::ScramClient> = None;
+    let mut param_frames = BytesMut::new();
+    loop {
+        let (tag, frame) = conn.read_frame(params.max_message_bytes, addr_text).await?;
+        let body = frame::body(&frame);
+        out.clear();
+        match tag {
+            backend::AUTHENTICATION => {
+                let request = parse::auth_request(body).map_err(|e| protocol(addr_text, e))?;
+                match request {
+                    parse::AuthRequest::Ok => {}
+                    parse::AuthRequest::Cleartext => {
+                        messages::password_message(&mut out, params.password.as_bytes());
+                    }
+                    parse::AuthRequest::Md5 { salt } => {
+                        let hash = auth::md5_password_hash(params.user, params.password, salt);
+                        messages::password_message(&mut out, hash.as_bytes());
+                    }
+                    parse::AuthRequest::Sasl { mechanisms } => {
+                        if !mechanisms.contains(&"SCRAM-SHA-256") {
+                            return Err(UpstreamError::UnsupportedAuth {
+                                addr: addr_text.into(),
+                                code: 10,
+                            });
+                        }
+                        let client = auth::ScramClient::new(params.password);
+                        messages::sasl_initial_response(
+                            &mut out,
+                            "SCRAM-SHA-256",
+                            &client.initial(),
+                        );
+                        scram = Some(client);
+                    }
+                    parse::AuthRequest::SaslContinue(data) => {
+                        let client = scram
+                            .as_mut()
+                            .ok_or_else(|| protocol(addr_text, "unexpected SASL continue"))?;
+                        let reply = client.update(data).map_err(|e| protocol(addr_text, e))?;
+                        messages::sasl_response(&mut out, &reply);
+                    }
+                    parse::AuthRequest::SaslFinal(data) => {
+                        let client = scram
+                            .as_mut()
+                            .ok_or_else(|| protocol(addr_text, "unexpected SASL final"))?;
+                        client.finish(data).map_err(|e| protocol(addr_text, e))?;
+                    }
+                    parse::AuthRequest::Other(code) => {
+                        return Err(UpstreamError::UnsupportedAuth {
+                            addr: addr_text.into(),
+                            code,
+                        })
+                    }
+                }
+                if !out.is_empty() {
+                    conn.wr.write_all(&out).await.map_err(io)?;
+                }
+            }
+            backend::ERROR_RESPONSE => return Err(server_error(frame)),
+            backend::PARAMETER_STATUS => param_frames.extend_from_slice(&frame),
+            backend::BACKEND_KEY_DATA => {
+                let (pid, secret) =
+                    parse::backend_key_data(body).map_err(|e| protocol(addr_text, e))?;
+                conn.pid = pid;
+                conn.secret = secret;
+            }
+            backend::READY_FOR_QUERY => {
+                conn.tx_status = parse::ready_status(body).unwrap_or(b'I');
+                conn.param_frames = param_frames.freeze();
+                return Ok(conn);
+            }
+            // NoticeResponse, NegotiateProtocolVersion: nothing to do during startup.
+            _ => {}
+        }
+    }
+}
+
+impl BackendConn {
+    /// Reads one whole frame (tag and bytes including the header).
+    pub async fn read_frame(
+        &mut self,
+        max: usize,
+        addr_text: &str,
+    ) -> Result<(u8, Bytes), UpstreamError> {
+        loop {
+            if let Some(found) =
+                frame::split_frame(&mut self.rbuf, max).map_err(|e| protocol(addr_text, e))?
+            {
+                return Ok(found);
+            }
+            let n = self
+                .rd
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|source| UpstreamError::Io {
+                    addr: addr_text.into(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(UpstreamError::Io {
+                    addr: addr_text.into(),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for `pid`/`secret` to `addr` (fire and forget, bounded).
+pub async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) -> std::io::Result<()> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut out = BytesMut::with_capacity(16);
+        startup::encode_cancel(&mut out, pid, secret);
+        stream.write_all(&out).await?;
+        // Postgres closes the connection without a reply; wait for that so the cancel is queued.
+        let mut sink = [0u8; 1];
+        let _ = stream.read(&mut sink).await;
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Turns an ErrorResponse frame into an error that carries it for forwarding.
+pub fn server_error(frame: Bytes) -> UpstreamError {
+    let (code, message) = match parse::ErrorFields::parse(frame::body(&frame)) {
+        Ok(f) => (
+            f.code().unwrap_or("XX000").to_string(),
+            f.message().unwrap_or_default().to_string(),
+        ),
+        Err(_) => ("XX000".to_string(), String::new()),
+    };
+    UpstreamError::Server {
+        code,
+        message,
+        frame,
+    }
+}
+
+fn protocol(addr: &str, detail: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Protocol {
+        addr: addr.into(),
+        detail: detail.to_string(),
+    }
+}

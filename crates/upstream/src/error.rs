@@ -1,0 +1,64 @@
+//! The upstream crate's one error type. Each variant knows the SQLSTATE a client should see.
+
+use bytes::Bytes;
+
+/// Why talking to an upstream server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection failed or broke.
+    #[error("connection to server {addr} failed: {source}")]
+    Io {
+        /// `host:port` of the server.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server did not answer in time.
+    #[error("timeout connecting to server {addr}")]
+    Timeout {
+        /// `host:port` of the server.
+        addr: String,
+    },
+    /// The server refused with an ErrorResponse; `frame` is the whole message, to forward as is.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// SQLSTATE from the server.
+        code: String,
+        /// Primary message from the server.
+        message: String,
+        /// The ErrorResponse frame, forwarded to the client unchanged.
+        frame: Bytes,
+    },
+    /// The server sent something that is not valid protocol.
+    #[error("protocol error from server {addr}: {detail}")]
+    Protocol {
+        /// `host:port` of the server.
+        addr: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The server asked for an authentication method Meridian does not speak.
+    #[error("server {addr} requested unsupported authentication method {code}")]
+    UnsupportedAuth {
+        /// `host:port` of the server.
+        addr: String,
+        /// The authentication request code.
+        code: i32,
+    },
+    /// No writable primary is known.
+    #[error("no primary server is available")]
+    NoPrimary,
+}
+
+impl UpstreamError {
+    /// The SQLSTATE to report to a client for this failure.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            UpstreamError::Io { .. } | UpstreamError::Timeout { .. } => "08006",
+            UpstreamError::Server { code, .. } => code,
+            UpstreamError::Protocol { .. } => "08P01",
+            UpstreamError::UnsupportedAuth { .. } => "28000",
+            UpstreamError::NoPrimary => "57P03",
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Everything on the server side of Meridian: connections to Postgres nodes, the topology
+//! snapshot the router reads, and the monitor loop that keeps it fresh.
+
+mod conn;
+mod error;
+mod lsn;
+pub mod monitor;
+mod topology;
+
+pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
+pub use error::UpstreamError;
+pub use lsn::{BadLsn, Lsn};
+pub use topology::{NodeState, Role, Topology, TopologyHandle};

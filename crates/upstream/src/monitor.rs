@@ -1,0 +1,244 @@
+//! The monitor loop: one task per node keeps a tokio-postgres connection with the monitor
+//! credentials, runs one health query per interval, and publishes a new topology snapshot.
+//! A later stage widens this into the full health loop with failure thresholds and failover.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meridian_config::Config;
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, info, warn};
+
+use crate::{Lsn, NodeState, Role, Topology, TopologyHandle};
+
+/// One round trip: role, positions and replay delay.
+const HEALTH_SQL: &str = "SELECT pg_is_in_recovery(), \
+    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+    pg_last_wal_receive_lsn()::text, \
+    COALESCE(EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp())) * 1000, 0)::float8";
+
+/// The raw result of one successful check.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    in_recovery: bool,
+    lsn: Lsn,
+    receive_lsn: Lsn,
+    replay_age_ms: f64,
+    rtt: Duration,
+}
+
+/// Builds the initial (all unknown) topology from the configuration.
+pub fn initial_topology(config: &Config) -> Topology {
+    Topology {
+        nodes: config
+            .nodes
+            .iter()
+            .map(|n| NodeState {
+                name: n.name.clone(),
+                host: n.host.clone(),
+                port: n.port,
+                region: n.region.clone(),
+                role: Role::Unknown,
+                healthy: false,
+                lsn: Lsn::ZERO,
+                receive_lsn: Lsn::ZERO,
+                lag_bytes: 0,
+                lag_ms: 0,
+                rtt_us: 0,
+                last_ok: None,
+            })
+            .collect(),
+        primary: None,
+        generation: 0,
+    }
+}
+
+/// Starts the monitor tasks; they run until the returned handle's tasks are aborted
+/// (dropping the `MonitorTasks` aborts them).
+pub fn spawn(config: Arc<Config>, topology: TopologyHandle) -> MonitorTasks {
+    let probes: Arc<Mutex<Vec<Option<Probe>>>> =
+        Arc::new(Mutex::new(vec![None; config.nodes.len()]));
+    let mut tasks = Vec::new();
+    for index in 0..config.nodes.len() {
+        let config = config.clone();
+        let topology = topology.clone();
+        let probes = probes.clone();
+        tasks.push(tokio::spawn(async move {
+            node_loop(index, config, topology, probes).await;
+        }));
+    }
+    MonitorTasks { tasks }
+}
+
+/// Owns the monitor tasks; dropping it stops them.
+pub struct MonitorTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for MonitorTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn node_loop(
+    index: usize,
+    config: Arc<Config>,
+    topology: TopologyHandle,
+    probes: Arc<Mutex<Vec<Option<Probe>>>>,
+) {
+    let interval = Duration::from_millis(config.monitor.interval_ms);
+    let timeout = Duration::from_millis(config.monitor.timeout_ms);
+    let mut client: Option<Client> = None;
+    let mut smoothed_rtt: Option<Duration> = None;
+    loop {
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, check(index, &config, &mut client)).await;
+        let probe = match result {
+            Ok(Ok(mut p)) => {
+                let rtt = match smoothed_rtt {
+                    None => p.rtt,
+                    Some(prev) => (prev * 7 + p.rtt) / 8,
+                };
+                smoothed_rtt = Some(rtt);
+                p.rtt = rtt;
+                Some(p)
+            }
+            Ok(Err(e)) => {
+                debug!(node = %config.nodes[index].name, error = %e, "health check failed");
+                client = None;
+                None
+            }
+            Err(_) => {
+                debug!(node = %config.nodes[index].name, "health check timed out");
+                client = None;
+                None
+            }
+        };
+        let snapshot = {
+            let mut all = match probes.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            all[index] = probe;
+            build(&topology.load(), &all)
+        };
+        publish_with_logs(&topology, snapshot);
+        let elapsed = started.elapsed();
+        tokio::time::sleep(interval.saturating_sub(elapsed)).await;
+    }
+}
+
+async fn check(
+    index: usize,
+    config: &Config,
+    client: &mut Option<Client>,
+) -> Result<Probe, String> {
+    if client.is_none() {
+        let node = &config.nodes[index];
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&node.host)
+            .port(node.port)
+            .user(&config.monitor.user)
+            .password(config.monitor.password.as_deref().unwrap_or_default())
+            .dbname(&config.monitor.database)
+            .application_name("meridian-monitor")
+            .connect_timeout(Duration::from_millis(config.monitor.timeout_ms));
+        let (c, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        *client = Some(c);
+    }
+    let Some(c) = client.as_ref() else {
+        return Err("no monitor connection".into());
+    };
+    let t0 = Instant::now();
+    let row = c
+        .query_one(HEALTH_SQL, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let rtt = t0.elapsed();
+    let lsn_of = |i: usize| -> Lsn {
+        row.try_get::<_, Option<String>>(i)
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default()
+    };
+    Ok(Probe {
+        in_recovery: row.try_get(0).map_err(|e| e.to_string())?,
+        lsn: lsn_of(1),
+        receive_lsn: lsn_of(2),
+        replay_age_ms: row.try_get(3).map_err(|e| e.to_string())?,
+        rtt,
+    })
+}
+
+/// Derives a topology from the latest probes (a node without a probe is unhealthy).
+fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
+    let mut nodes = previous.nodes.clone();
+    for (node, probe) in nodes.iter_mut().zip(probes) {
+        match probe {
+            Some(p) => {
+                node.healthy = true;
+                node.role = if p.in_recovery {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                };
+                node.lsn = p.lsn;
+                node.receive_lsn = p.receive_lsn;
+                node.rtt_us = u64::try_from(p.rtt.as_micros()).unwrap_or(u64::MAX);
+                node.last_ok = Some(Instant::now());
+            }
+            None => node.healthy = false,
+        }
+    }
+    // Keep the current primary while it stays healthy and writable; otherwise take the first
+    // healthy writable node in configuration order.
+    let keeps = previous
+        .primary
+        .filter(|&i| nodes[i].healthy && nodes[i].role == Role::Primary);
+    let primary = keeps.or_else(|| {
+        nodes
+            .iter()
+            .position(|n| n.healthy && n.role == Role::Primary)
+    });
+    let primary_lsn = primary.map(|i| nodes[i].lsn).unwrap_or_default();
+    for (node, probe) in nodes.iter_mut().zip(probes) {
+        if let (Role::Replica, Some(p)) = (node.role, probe) {
+            node.lag_bytes = primary_lsn.bytes_after(node.lsn);
+            // An idle primary writes nothing, so replay age grows without any lag: count time
+            // only while the replica is actually behind.
+            node.lag_ms = if node.lag_bytes == 0 {
+                0
+            } else {
+                p.replay_age_ms.max(0.0) as u64
+            };
+        }
+    }
+    Topology {
+        nodes,
+        primary,
+        generation: previous.generation,
+    }
+}
+
+fn publish_with_logs(topology: &TopologyHandle, next: Topology) {
+    let prev = topology.load();
+    if prev.primary != next.primary {
+        match next.primary_node() {
+            Some(p) => info!(node = %p.name, "primary discovered"),
+            None => warn!("no reachable primary"),
+        }
+    }
+    for (a, b) in prev.nodes.iter().zip(&next.nodes) {
+        if a.healthy != b.healthy || a.role != b.role {
+            info!(node = %b.name, role = b.role.as_str(), healthy = b.healthy, "node state changed");
+        }
+    }
+    topology.publish(next);
+}

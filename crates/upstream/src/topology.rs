@@ -1,0 +1,138 @@
+//! The topology snapshot: what the monitor last saw of every node. Sessions read it on every
+//! routing decision through an `ArcSwap`, so the hot path takes no lock; the monitor publishes a
+//! fresh snapshot after each round and bumps a watch channel for anyone waiting on a change.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::Lsn;
+
+/// What a node currently is, as discovered (never configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not yet reached, or unreachable since start.
+    Unknown,
+    /// Accepts writes (`pg_is_in_recovery() = false`).
+    Primary,
+    /// A hot standby in recovery.
+    Replica,
+}
+
+impl Role {
+    /// Lower-case name for logs, metrics and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// One node as last observed.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// Configured name.
+    pub name: String,
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// Configured region.
+    pub region: String,
+    /// Discovered role.
+    pub role: Role,
+    /// Whether the node answered its recent health checks.
+    pub healthy: bool,
+    /// Primary: current WAL insert position. Replica: last replayed position.
+    pub lsn: Lsn,
+    /// Replica: last position received from the primary.
+    pub receive_lsn: Lsn,
+    /// Replica: bytes of WAL the primary has that this node has not replayed.
+    pub lag_bytes: u64,
+    /// Replica: how far replay is behind in time (zero when fully caught up).
+    pub lag_ms: u64,
+    /// Smoothed round-trip time of the health query, in microseconds.
+    pub rtt_us: u64,
+    /// When this node was last checked successfully.
+    pub last_ok: Option<Instant>,
+}
+
+impl NodeState {
+    /// Whether `host:port` names this node.
+    pub fn addr_string(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// An immutable picture of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// Every configured node, in configuration order.
+    pub nodes: Vec<NodeState>,
+    /// Index into `nodes` of the node writes go to, if one is known.
+    pub primary: Option<usize>,
+    /// Incremented on every publish.
+    pub generation: u64,
+}
+
+impl Topology {
+    /// The primary's state, if known.
+    pub fn primary_node(&self) -> Option<&NodeState> {
+        self.primary.and_then(|i| self.nodes.get(i))
+    }
+}
+
+/// Shared, cheaply clonable access to the current topology.
+#[derive(Clone)]
+pub struct TopologyHandle {
+    current: Arc<ArcSwap<Topology>>,
+    changed: watch::Sender<u64>,
+}
+
+impl TopologyHandle {
+    /// A handle starting from `initial`.
+    pub fn new(initial: Topology) -> Self {
+        let (changed, _) = watch::channel(initial.generation);
+        TopologyHandle {
+            current: Arc::new(ArcSwap::from_pointee(initial)),
+            changed,
+        }
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn load(&self) -> Arc<Topology> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot and wakes waiters.
+    pub fn publish(&self, mut topology: Topology) {
+        topology.generation = self.current.load().generation + 1;
+        let generation = topology.generation;
+        self.current.store(Arc::new(topology));
+        self.changed.send_replace(generation);
+    }
+
+    /// Waits until `pred` holds for a snapshot, or `timeout` passes; returns the last snapshot seen.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Topology) -> bool,
+    ) -> Arc<Topology> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let topo = self.load();
+            if pred(&topo) {
+                return topo;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.load(),
+            }
+        }
+    }
+}
