@@ -1,7 +1,7 @@
 //! Classification of one parsed statement.
 
 use sqlparser::ast::{
-    CloseCursor, ContextModifier, CopySource, CopyTarget, DeclareType, DiscardObject, Expr, Ident,
+    ContextModifier, CopySource, CopyTarget, DeclareType, DiscardObject, Expr, Ident,
     ObjectName, ObjectNamePart, Query, Reset, Set, SetExpr, Statement, TransactionAccessMode,
     TransactionIsolationLevel, TransactionMode, UtilityOption, Value,
 };
@@ -125,9 +125,7 @@ pub(crate) fn classify_statement(stmt: &Statement, o: &FunctionOverrides) -> Cla
             _ => Classification::unparsable(),
         },
         Statement::Fetch { .. } => Classification::new(K::CursorOp, "fetch"),
-        Statement::Close {
-            cursor: CloseCursor::All | CloseCursor::Specific { .. },
-        } => Classification::new(K::CursorOp, "close"),
+        Statement::Close { .. } => Classification::new(K::CursorOp, "close"),
         Statement::LISTEN { .. } => Classification::new(K::Listen, "listen").pinned(),
         Statement::UNLISTEN { .. } => Classification::new(K::Listen, "unlisten").pinned(),
         Statement::NOTIFY { .. } => Classification::write("notify"),
@@ -207,7 +205,7 @@ fn with_findings(mut c: Classification, found: Findings) -> Classification {
     c
 }
 
-fn cursor_declaration(mut c: Classification, with_hold: bool) -> Classification {
+pub(crate) fn cursor_declaration(mut c: Classification, with_hold: bool) -> Classification {
     if c.kind == StatementKind::Read {
         c.reason = "declare cursor";
     }
@@ -300,6 +298,9 @@ fn classify_set(set: &Set) -> Classification {
             hivevar: false,
         } => {
             let name = setting_name(variable);
+            if let Some(c) = transaction_guc(&name, values) {
+                return c;
+            }
             if !is_meridian(&name) {
                 return session(&name, is_local(scope));
             }
@@ -334,6 +335,44 @@ fn classify_set(set: &Set) -> Classification {
         }
         _ => Classification::unparsable(),
     }
+}
+
+/// `SET transaction_read_only | transaction_isolation = ...` act like
+/// `SET TRANSACTION ...` (and a hot standby refuses `READ WRITE` and
+/// `SERIALIZABLE` in the same way).
+fn transaction_guc(name: &str, values: &[Expr]) -> Option<Classification> {
+    let value = match values {
+        [v] => render_value(v).to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    let (read_only, isolation) = match name {
+        "transaction_read_only" => {
+            let ro = match value.as_str() {
+                "on" | "true" | "yes" | "1" | "t" | "y" => Some(true),
+                "off" | "false" | "no" | "0" | "f" | "n" => Some(false),
+                // Unknown or DEFAULT: assume the worst.
+                _ => Some(false),
+            };
+            (ro, None)
+        }
+        "transaction_isolation" => {
+            let level = match value.as_str() {
+                "read uncommitted" => IsolationLevel::ReadUncommitted,
+                "read committed" => IsolationLevel::ReadCommitted,
+                "repeatable read" => IsolationLevel::RepeatableRead,
+                _ => IsolationLevel::Serializable,
+            };
+            (None, Some(level))
+        }
+        _ => return None,
+    };
+    Some(Classification::new(
+        StatementKind::SetTransaction {
+            read_only,
+            isolation,
+        },
+        "set transaction",
+    ))
 }
 
 fn session_reset(name: String) -> Classification {

@@ -25,6 +25,7 @@ password = "{app_pw}"
 [[users]]
 name = "{md5}"
 password = "{md5_pw}"
+auth = "md5"
 
 [[users]]
 name = "{plain}"
