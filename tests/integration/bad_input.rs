@@ -65,7 +65,10 @@ async fn malformed_startup_packets_get_protocol_errors() {
     let addr = env.addr();
 
     // Length below the minimum.
-    assert_eq!(send_startup_bytes(addr, &[0, 0, 0, 3, 0, 0, 0, 0]).await, ["08P01"]);
+    assert_eq!(
+        send_startup_bytes(addr, &[0, 0, 0, 3, 0, 0, 0, 0]).await,
+        ["08P01"]
+    );
     // Unsupported protocol version 2.0.
     let v2 = startup_packet(2 << 16, &[("user", "app")]);
     assert_eq!(send_startup_bytes(addr, &v2).await, ["0A000"]);
@@ -98,12 +101,17 @@ async fn malformed_startup_packets_get_protocol_errors() {
     }
     // SSL and GSS requests are declined with 'N' and the client may continue in plaintext.
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.expect("ssl request");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .expect("ssl request");
     let mut one = [0u8; 1];
     s.read_exact(&mut one).await.expect("answer");
     assert_eq!(&one, b"N");
 
-    let row = keeper.query_one("SELECT 1", &[]).await.expect("keeper unaffected");
+    let row = keeper
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("keeper unaffected");
     assert_eq!(row.get::<_, i32>(0), 1);
 }
 
@@ -159,7 +167,10 @@ async fn garbage_after_startup_gets_a_protocol_error_and_a_close() {
     assert_eq!(read_until_ready(&mut s, &mut buf).await, ["26000"]);
     assert_eq!(read_until_ready(&mut s, &mut buf).await, ["34000"]);
 
-    let row = keeper.query_one("SELECT 1", &[]).await.expect("keeper unaffected");
+    let row = keeper
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("keeper unaffected");
     assert_eq!(row.get::<_, i32>(0), 1);
 }
 

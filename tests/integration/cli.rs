@@ -8,14 +8,21 @@ fn meridian() -> Command {
 
 #[test]
 fn check_config_accepts_the_example_with_its_env_vars() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/meridian.example.toml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/meridian.example.toml"
+    );
     let out = meridian()
         .args(["check-config", example])
         .env("REPORTING_DB_PASSWORD", "x")
         .env("MERIDIAN_MONITOR_PASSWORD", "y")
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -24,7 +31,10 @@ fn check_config_names_the_offending_key() {
     let cases = [
         ("[proxy]\nlisten = \"nowhere\"\n", "proxy.listen"),
         ("[proxy]\nlsten = \"127.0.0.1:1\"\n", "lsten"),
-        ("[proxy]\nmax_message_bytes = \"big\"\n", "max_message_bytes"),
+        (
+            "[proxy]\nmax_message_bytes = \"big\"\n",
+            "max_message_bytes",
+        ),
     ];
     for (i, (bad, key)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.toml"));
@@ -39,7 +49,10 @@ fn check_config_names_the_offending_key() {
             .expect("runs");
         assert!(!out.status.success(), "{bad} should be rejected");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(key), "error for {bad:?} should name {key}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "error for {bad:?} should name {key}: {stderr}"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -15,10 +15,21 @@ async fn psql_runs_queries_and_reports_errors() {
     let env = Env::start(1).await;
     let out = Command::new(bin(&env, "psql"))
         .arg(env.url())
-        .args(["-X", "-At", "-c", "SELECT 40 + 2", "-c", "SELECT current_user"])
+        .args([
+            "-X",
+            "-At",
+            "-c",
+            "SELECT 40 + 2",
+            "-c",
+            "SELECT current_user",
+        ])
         .output()
         .expect("psql runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42\napp\n");
 
     let out = Command::new(bin(&env, "psql"))
@@ -37,7 +48,11 @@ async fn psql_runs_queries_and_reports_errors() {
         .args(["-X", "-At", "-c", "SELECT current_user"])
         .output()
         .expect("psql runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "app_md5\n");
 }
 
@@ -68,7 +83,10 @@ async fn pgbench_initializes_and_runs_without_errors() {
             text.contains("number of failed transactions: 0"),
             "{mode}: {text}"
         );
-        assert!(text.contains("number of transactions actually processed: 800/800"), "{text}");
+        assert!(
+            text.contains("number of transactions actually processed: 800/800"),
+            "{text}"
+        );
     }
     // Rows written through Meridian are really on the primary (pgbench truncates the history
     // table before each run, so this is the last run's 800).

@@ -1,6 +1,9 @@
 //! Meridian's integration suite: every test starts a real PostgreSQL primary with streaming
 //! replicas (meridian-testkit) and talks to Meridian with real clients.
 
+// tokio_postgres::Client is not Debug, so `.err().expect()` stands in for `expect_err`.
+#![allow(clippy::err_expect)]
+
 mod auth;
 mod bad_input;
 mod cli;

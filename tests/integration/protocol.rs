@@ -64,7 +64,12 @@ async fn pipelined_queries_come_back_in_order() {
     let futures = (0..200).map(|i| {
         let client = &client;
         let stmt = &stmt;
-        async move { client.query_one(stmt, &[&i]).await.map(|r| r.get::<_, i32>(0)) }
+        async move {
+            client
+                .query_one(stmt, &[&i])
+                .await
+                .map(|r| r.get::<_, i32>(0))
+        }
     });
     let results = future::join_all(futures).await;
     for (i, r) in results.into_iter().enumerate() {
@@ -91,7 +96,9 @@ async fn copy_in_and_copy_out_work() {
         data.push_str(&format!("{i}\tname {i}\n"));
     }
     for chunk in data.as_bytes().chunks(4096) {
-        sink.send(Bytes::copy_from_slice(chunk)).await.expect("copy data");
+        sink.send(Bytes::copy_from_slice(chunk))
+            .await
+            .expect("copy data");
     }
     let n = sink.finish().await.expect("copy done");
     assert_eq!(n, 5000);
@@ -177,6 +184,9 @@ async fn cancel_request_reaches_the_running_backend() {
 
     // A cancel with a wrong key does nothing to anybody.
     let other = env.connect().await;
-    let row = other.query_one("SELECT 2", &[]).await.expect("other session");
+    let row = other
+        .query_one("SELECT 2", &[])
+        .await
+        .expect("other session");
     assert_eq!(row.get::<_, i32>(0), 2);
 }

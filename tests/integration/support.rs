@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use meridian_wire::tag::backend;
 use meridian_wire::{auth, frame, messages, parse, startup};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use std::time::Duration;
 
 use meridian::Running;
 use meridian_config::Config;
@@ -42,6 +42,9 @@ impl Env {
 
     /// Puts a proxy in front of an existing cluster.
     pub async fn with_cluster(cluster: Cluster, tweak: impl FnOnce(&mut Config)) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            meridian::logging::init(meridian_config::LogFormat::Text);
+        }
         let mut config = meridian::demo::config_for(&cluster, "127.0.0.1:0").expect("config");
         tweak(&mut config);
         let proxy = meridian::start(config).await.expect("proxy starts");
@@ -131,16 +134,19 @@ pub async fn raw_login(addr: SocketAddr) -> (TcpStream, BytesMut) {
     loop {
         while let Some((tag, f)) = frame::split_frame(&mut buf, 1 << 30).expect("frame") {
             match tag {
-                backend::AUTHENTICATION => match parse::auth_request(frame::body(&f)).expect("auth") {
-                    parse::AuthRequest::Md5 { salt } => {
-                        let hash = auth::md5_password_hash(creds::MD5_USER, creds::MD5_PASSWORD, salt);
-                        let mut out = BytesMut::new();
-                        messages::password_message(&mut out, hash.as_bytes());
-                        s.write_all(&out).await.expect("password");
+                backend::AUTHENTICATION => {
+                    match parse::auth_request(frame::body(&f)).expect("auth") {
+                        parse::AuthRequest::Md5 { salt } => {
+                            let hash =
+                                auth::md5_password_hash(creds::MD5_USER, creds::MD5_PASSWORD, salt);
+                            let mut out = BytesMut::new();
+                            messages::password_message(&mut out, hash.as_bytes());
+                            s.write_all(&out).await.expect("password");
+                        }
+                        parse::AuthRequest::Ok => {}
+                        other => panic!("unexpected auth request {other:?}"),
                     }
-                    parse::AuthRequest::Ok => {}
-                    other => panic!("unexpected auth request {other:?}"),
-                },
+                }
                 backend::READY_FOR_QUERY => return (s, buf),
                 backend::ERROR_RESPONSE => panic!("login failed"),
                 _ => {}
@@ -150,7 +156,6 @@ pub async fn raw_login(addr: SocketAddr) -> (TcpStream, BytesMut) {
         assert!(n > 0, "closed during login");
     }
 }
-
 
 /// Reads frames up to and including the next ReadyForQuery; returns error SQLSTATEs seen.
 pub async fn read_until_ready(stream: &mut TcpStream, buf: &mut BytesMut) -> Vec<String> {
@@ -172,4 +177,3 @@ pub async fn read_until_ready(stream: &mut TcpStream, buf: &mut BytesMut) -> Vec
         assert!(n > 0, "closed before ReadyForQuery; errors {codes:?}");
     }
 }
-

@@ -43,7 +43,16 @@ async fn a_terminated_backend_reports_admin_shutdown() {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(bin)
                 .args(["-h", "127.0.0.1", "-p", &primary_port.to_string()])
-                .args(["-U", creds::SUPERUSER, "-d", "postgres", "-X", "-At", "-c", &sql])
+                .args([
+                    "-U",
+                    creds::SUPERUSER,
+                    "-d",
+                    "postgres",
+                    "-X",
+                    "-At",
+                    "-c",
+                    &sql,
+                ])
                 .env("PGPASSWORD", creds::SUPERUSER_PASSWORD)
                 .output()
         })
@@ -59,7 +68,10 @@ async fn a_terminated_backend_reports_admin_shutdown() {
     killer.await.expect("join").expect("psql");
     // Other clients carry on.
     let other = env.connect().await;
-    other.query_one("SELECT 1", &[]).await.expect("new session works");
+    other
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("new session works");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,9 +94,15 @@ async fn a_server_that_dies_mid_query_gives_an_error_not_a_hang() {
     // Either the server's own goodbye or Meridian's report of the lost connection, or the
     // connection closing: what matters is an answer, promptly.
     if let Some(code) = sqlstate(&err) {
-        assert!(["08006", "57P01", "57P02"].contains(&code.as_str()), "{err}");
+        assert!(
+            ["08006", "57P01", "57P02"].contains(&code.as_str()),
+            "{err}"
+        );
     } else {
-        assert!(err.is_closed() || err.to_string().contains("closed"), "{err}");
+        assert!(
+            err.is_closed() || err.to_string().contains("closed"),
+            "{err}"
+        );
     }
 }
 

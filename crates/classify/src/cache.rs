@@ -42,9 +42,10 @@ pub struct CacheStats {
     pub hits: u64,
     /// Lookups that did not.
     pub misses: u64,
-    /// Entries stored (a replaced entry counts again).
+    /// Entries stored. Until [`ClassifyCache::clear`],
+    /// `insertions - evictions == entries`.
     pub insertions: u64,
-    /// Entries dropped to make room.
+    /// Entries dropped to make room (or displaced by a hash collision).
     pub evictions: u64,
     /// Entries held now.
     pub entries: usize,
@@ -212,9 +213,10 @@ impl ClassifyCache {
         found
     }
 
-    /// Stores a classification for `sql` (replacing any previous one),
-    /// evicting entries as needed, and returns it shared. An entry too large
-    /// for the limits is returned without being stored.
+    /// Stores a classification for `sql`, evicting entries as needed, and
+    /// returns it shared. If `sql` is already cached (a concurrent miss), the
+    /// cached value is kept and returned instead. An entry too large for the
+    /// limits is returned without being stored.
     pub fn insert(&self, sql: &str, value: Classification) -> Arc<Classification> {
         let value = Arc::new(value);
         let bytes = sql.len() + value.approx_bytes() + ENTRY_OVERHEAD;
@@ -226,9 +228,13 @@ impl ClassifyCache {
         {
             let mut shard = self.shard(hash);
             if let Some(i) = shard.index.get(&hash).copied() {
-                // The same text (a concurrent miss) or, very rarely, a 64-bit
-                // collision: either way the old entry goes.
+                if &*shard.slots[i].sql == sql {
+                    // Another thread missed on the same text first: share its value.
+                    return Arc::clone(&shard.slots[i].value);
+                }
+                // A 64-bit hash collision (very rare): the old entry goes.
                 shard.remove(i);
+                evicted += 1;
             }
             while shard.slots.len() >= self.entries_per_shard
                 || shard.bytes + bytes > self.bytes_per_shard

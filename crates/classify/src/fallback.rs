@@ -62,7 +62,10 @@ fn classify_group(group: Vec<Token>, o: &FunctionOverrides) -> Vec<Classificatio
         .filter(|t| !matches!(t, Token::Whitespace(_)))
         .cloned()
         .collect();
-    match Parser::new(&PostgreSqlDialect {}).with_tokens(group).parse_statements() {
+    match Parser::new(&PostgreSqlDialect {})
+        .with_tokens(group)
+        .parse_statements()
+    {
         Ok(stmts) => stmts.iter().map(|s| classify_statement(s, o)).collect(),
         Err(_) => vec![keyword_fallback(&significant, o)],
     }
@@ -91,7 +94,8 @@ fn keyword(t: &Token) -> Option<&str> {
 }
 
 fn is_kw(t: Option<&Token>, kw: &str) -> bool {
-    t.and_then(keyword).is_some_and(|w| w.eq_ignore_ascii_case(kw))
+    t.and_then(keyword)
+        .is_some_and(|w| w.eq_ignore_ascii_case(kw))
 }
 
 /// A word token as PostgreSQL folds identifiers: lowercased unless quoted.
@@ -174,7 +178,9 @@ fn keyword_fallback(t: &[Token], o: &FunctionOverrides) -> Classification {
         "SET" => set_fallback(&t[1..]),
         "RESET" => reset_fallback(&t[1..]),
         "SHOW" => match dotted_name(&t[1..]) {
-            Some((name, [])) if is_meridian(&name) => new(K::MeridianShow { name }, "meridian show"),
+            Some((name, [])) if is_meridian(&name) => {
+                new(K::MeridianShow { name }, "meridian show")
+            }
             _ => Classification::read("show"),
         },
         "BEGIN" => begin(&t[1..]),
@@ -193,7 +199,11 @@ fn keyword_fallback(t: &[Token], o: &FunctionOverrides) -> Classification {
             None => Classification::unparsable(),
         },
         "DEALLOCATE" => {
-            let target = if is_kw(second, "prepare") { t.get(2) } else { second };
+            let target = if is_kw(second, "prepare") {
+                t.get(2)
+            } else {
+                second
+            };
             if is_kw(target, "all") {
                 new(K::Deallocate { name: None }, "deallocate")
             } else if let Some(name) = word_name(target) {
@@ -207,7 +217,11 @@ fn keyword_fallback(t: &[Token], o: &FunctionOverrides) -> Classification {
         "MOVE" => new(K::CursorOp, "move"),
         "CLOSE" => new(K::CursorOp, "close"),
         // Without ANALYZE nothing is executed; with it (or if unsure) primary.
-        "EXPLAIN" if !t.iter().any(|w| is_kw(Some(w), "analyze") || is_kw(Some(w), "analyse")) => {
+        "EXPLAIN"
+            if !t
+                .iter()
+                .any(|w| is_kw(Some(w), "analyze") || is_kw(Some(w), "analyse")) =>
+        {
             Classification::read("explain")
         }
         "COPY" => copy(&t[1..], o),
@@ -237,7 +251,11 @@ fn locking_reason(t: &[Token]) -> Option<&'static str> {
 }
 
 fn discard(what: Option<&Token>) -> Classification {
-    let scope = match what.and_then(keyword).map(str::to_ascii_uppercase).as_deref() {
+    let scope = match what
+        .and_then(keyword)
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         Some("ALL") => DiscardScope::All,
         Some("PLANS") => DiscardScope::Plans,
         Some("SEQUENCES") => DiscardScope::Sequences,
@@ -263,7 +281,13 @@ fn dotted_name(t: &[Token]) -> Option<(String, &[Token])> {
 fn set_fallback(t: &[Token]) -> Classification {
     let session = |name: &str, local: bool| {
         let reason = if local { "set local" } else { "set" };
-        new(K::SessionSet { name: name.to_owned(), local }, reason)
+        new(
+            K::SessionSet {
+                name: name.to_owned(),
+                local,
+            },
+            reason,
+        )
     };
     let (local, r) = if is_kw(t.first(), "local") {
         (true, &t[1..])
@@ -308,7 +332,9 @@ fn set_fallback(t: &[Token]) -> Classification {
                 return session(&name, local);
             }
             match value {
-                [v] if is_kw(Some(v), "default") => new(K::MeridianReset { name }, "meridian reset"),
+                [v] if is_kw(Some(v), "default") => {
+                    new(K::MeridianReset { name }, "meridian reset")
+                }
                 _ => new(
                     K::MeridianSet {
                         name,
@@ -404,7 +430,11 @@ fn transaction_modes(t: &[Token]) -> Option<(Option<bool>, Option<IsolationLevel
             i += 1;
             continue;
         }
-        match (word(i).as_deref(), word(i + 1).as_deref(), word(i + 2).as_deref()) {
+        match (
+            word(i).as_deref(),
+            word(i + 1).as_deref(),
+            word(i + 2).as_deref(),
+        ) {
             (Some("READ"), Some("ONLY"), _) => (read_only, i) = (Some(true), i + 2),
             (Some("READ"), Some("WRITE"), _) => (read_only, i) = (Some(false), i + 2),
             (Some("NOT"), Some("DEFERRABLE"), _) => i += 2,
@@ -456,7 +486,9 @@ fn declare(t: &[Token], o: &FunctionOverrides) -> Classification {
     };
     let for_at = cursor + offset;
     let options = &t[cursor + 1..for_at];
-    let with_hold = options.windows(2).any(|w| is_kw(w.first(), "with") && is_kw(w.get(1), "hold"));
+    let with_hold = options
+        .windows(2)
+        .any(|w| is_kw(w.first(), "with") && is_kw(w.get(1), "hold"));
     cursor_declaration(classify_tokens(&t[for_at + 1..], o), with_hold)
 }
 
@@ -501,7 +533,9 @@ fn copy(t: &[Token], o: &FunctionOverrides) -> Classification {
         match tok {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
-            _ if depth == 0 && is_kw(Some(tok), "from") => return Classification::write("copy from"),
+            _ if depth == 0 && is_kw(Some(tok), "from") => {
+                return Classification::write("copy from")
+            }
             _ if depth == 0 && is_kw(Some(tok), "to") => return to_target(&t[i..], None),
             _ => {}
         }

@@ -89,7 +89,7 @@ pub const SESSION_PIN_FUNCTIONS: &[&str] = &[
 /// `gen_random_uuid`). They are filtered out of `unknown_functions`.
 #[rustfmt::skip]
 pub const READ_ONLY_FUNCTIONS: &[&str] = &[
-    "abbrev", "abs", "acos", "acosd", "acosh", "age", "any_value", "area", "array_agg",
+    "abbrev", "abs", "acos", "acosd", "acosh", "age", "any_value", "area", "array", "array_agg",
     "array_append", "array_cat", "array_dims", "array_fill", "array_length", "array_lower",
     "array_ndims", "array_position", "array_positions", "array_prepend", "array_remove",
     "array_replace", "array_reverse", "array_sample", "array_shuffle", "array_sort",
@@ -107,27 +107,27 @@ pub const READ_ONLY_FUNCTIONS: &[&str] = &[
     "erf", "erfc", "every", "exp", "extract", "factorial", "family", "first_value", "float4",
     "float8", "floor", "format", "format_type", "gamma", "gcd", "gen_random_uuid",
     "generate_series", "generate_subscripts", "get_bit", "get_byte", "get_current_ts_config",
-    "greatest", "has_any_column_privilege", "has_column_privilege", "has_database_privilege",
-    "has_foreign_data_wrapper_privilege", "has_function_privilege", "has_language_privilege",
-    "has_largeobject_privilege", "has_parameter_privilege", "has_schema_privilege",
-    "has_sequence_privilege", "has_server_privilege", "has_table_privilege",
-    "has_tablespace_privilege", "has_type_privilege", "height", "host", "hostmask", "inet",
-    "inet_client_addr", "inet_client_port", "inet_merge", "inet_same_family", "inet_server_addr",
-    "inet_server_port", "initcap", "int2", "int4", "int4multirange", "int4range", "int8",
-    "int8multirange", "int8range", "interval", "isclosed", "isempty", "isfinite", "isopen",
-    "json_agg", "json_agg_strict", "json_array", "json_array_elements", "json_array_elements_text",
-    "json_array_length", "json_arrayagg", "json_build_array", "json_build_object", "json_each",
-    "json_each_text", "json_exists", "json_extract_path", "json_extract_path_text", "json_object",
-    "json_object_agg", "json_object_agg_strict", "json_object_agg_unique",
-    "json_object_agg_unique_strict", "json_object_keys", "json_objectagg", "json_populate_record",
-    "json_populate_recordset", "json_query", "json_scalar", "json_serialize", "json_strip_nulls",
-    "json_to_record", "json_to_recordset", "json_to_tsvector", "json_typeof", "json_value",
-    "jsonb_agg", "jsonb_agg_strict", "jsonb_array_elements", "jsonb_array_elements_text",
-    "jsonb_array_length", "jsonb_build_array", "jsonb_build_object", "jsonb_concat",
-    "jsonb_contained", "jsonb_contains", "jsonb_delete", "jsonb_delete_path", "jsonb_each",
-    "jsonb_each_text", "jsonb_exists", "jsonb_exists_all", "jsonb_exists_any",
-    "jsonb_extract_path", "jsonb_extract_path_text", "jsonb_insert", "jsonb_object",
-    "jsonb_object_agg", "jsonb_object_agg_strict", "jsonb_object_agg_unique",
+    "greatest", "grouping", "has_any_column_privilege", "has_column_privilege",
+    "has_database_privilege", "has_foreign_data_wrapper_privilege", "has_function_privilege",
+    "has_language_privilege", "has_largeobject_privilege", "has_parameter_privilege",
+    "has_schema_privilege", "has_sequence_privilege", "has_server_privilege",
+    "has_table_privilege", "has_tablespace_privilege", "has_type_privilege", "height", "host",
+    "hostmask", "inet", "inet_client_addr", "inet_client_port", "inet_merge", "inet_same_family",
+    "inet_server_addr", "inet_server_port", "initcap", "int2", "int4", "int4multirange",
+    "int4range", "int8", "int8multirange", "int8range", "interval", "isclosed", "isempty",
+    "isfinite", "isopen", "json_agg", "json_agg_strict", "json_array", "json_array_elements",
+    "json_array_elements_text", "json_array_length", "json_arrayagg", "json_build_array",
+    "json_build_object", "json_each", "json_each_text", "json_exists", "json_extract_path",
+    "json_extract_path_text", "json_object", "json_object_agg", "json_object_agg_strict",
+    "json_object_agg_unique", "json_object_agg_unique_strict", "json_object_keys",
+    "json_objectagg", "json_populate_record", "json_populate_recordset", "json_query",
+    "json_scalar", "json_serialize", "json_strip_nulls", "json_to_record", "json_to_recordset",
+    "json_to_tsvector", "json_typeof", "json_value", "jsonb_agg", "jsonb_agg_strict",
+    "jsonb_array_elements", "jsonb_array_elements_text", "jsonb_array_length", "jsonb_build_array",
+    "jsonb_build_object", "jsonb_concat", "jsonb_contained", "jsonb_contains", "jsonb_delete",
+    "jsonb_delete_path", "jsonb_each", "jsonb_each_text", "jsonb_exists", "jsonb_exists_all",
+    "jsonb_exists_any", "jsonb_extract_path", "jsonb_extract_path_text", "jsonb_insert",
+    "jsonb_object", "jsonb_object_agg", "jsonb_object_agg_strict", "jsonb_object_agg_unique",
     "jsonb_object_agg_unique_strict", "jsonb_object_keys", "jsonb_path_exists",
     "jsonb_path_exists_tz", "jsonb_path_match", "jsonb_path_match_tz", "jsonb_path_query",
     "jsonb_path_query_array", "jsonb_path_query_array_tz", "jsonb_path_query_first",
@@ -177,27 +177,27 @@ pub const READ_ONLY_FUNCTIONS: &[&str] = &[
     "regexp_like", "regexp_match", "regexp_matches", "regexp_replace", "regexp_split_to_array",
     "regexp_split_to_table", "regexp_substr", "regr_avgx", "regr_avgy", "regr_count",
     "regr_intercept", "regr_r2", "regr_slope", "regr_sxx", "regr_sxy", "regr_syy", "repeat",
-    "replace", "reverse", "right", "round", "row_number", "row_security_active", "row_to_json",
-    "rpad", "rtrim", "scale", "session_user", "set_bit", "set_byte", "set_masklen", "setweight",
-    "sha224", "sha256", "sha384", "sha512", "shobj_description", "sign", "sin", "sind", "sinh",
-    "slope", "split_part", "sqrt", "starts_with", "statement_timestamp", "stddev", "stddev_pop",
-    "stddev_samp", "string_agg", "string_to_array", "string_to_table", "strip", "strpos", "substr",
-    "substring", "sum", "system_user", "tan", "tand", "tanh", "text", "time", "timeofday",
-    "timestamp", "timestamptz", "timetz", "timezone", "to_ascii", "to_char", "to_date", "to_hex",
-    "to_json", "to_jsonb", "to_number", "to_regclass", "to_regcollation", "to_regnamespace",
-    "to_regoper", "to_regoperator", "to_regproc", "to_regprocedure", "to_regrole", "to_regtype",
-    "to_regtypemod", "to_timestamp", "to_tsquery", "to_tsvector", "transaction_timestamp",
-    "translate", "trim", "trim_array", "trim_scale", "trunc", "ts_debug", "ts_delete", "ts_filter",
-    "ts_headline", "ts_lexize", "ts_parse", "ts_rank", "ts_rank_cd", "ts_rewrite", "ts_stat",
-    "ts_token_type", "tsmultirange", "tsquery_phrase", "tsrange", "tstzmultirange", "tstzrange",
-    "tsvector_to_array", "txid_current_snapshot", "txid_snapshot_xip", "txid_snapshot_xmax",
-    "txid_snapshot_xmin", "txid_status", "txid_visible_in_snapshot", "unistr", "unnest", "upper",
-    "upper_inc", "upper_inf", "user", "uuid", "uuid_extract_timestamp", "uuid_extract_version",
-    "uuidv4", "uuidv7", "var_pop", "var_samp", "varchar", "variance", "version",
-    "websearch_to_tsquery", "width", "width_bucket", "xml_is_well_formed",
-    "xml_is_well_formed_content", "xml_is_well_formed_document", "xmlagg", "xmlcomment",
-    "xmlconcat", "xmlelement", "xmlexists", "xmlforest", "xmlparse", "xmlpi", "xmlroot",
-    "xmlserialize", "xpath", "xpath_exists",
+    "replace", "reverse", "right", "round", "row", "row_number", "row_security_active",
+    "row_to_json", "rpad", "rtrim", "scale", "session_user", "set_bit", "set_byte", "set_masklen",
+    "setweight", "sha224", "sha256", "sha384", "sha512", "shobj_description", "sign", "sin",
+    "sind", "sinh", "slope", "split_part", "sqrt", "starts_with", "statement_timestamp", "stddev",
+    "stddev_pop", "stddev_samp", "string_agg", "string_to_array", "string_to_table", "strip",
+    "strpos", "substr", "substring", "sum", "system_user", "tan", "tand", "tanh", "text", "time",
+    "timeofday", "timestamp", "timestamptz", "timetz", "timezone", "to_ascii", "to_char",
+    "to_date", "to_hex", "to_json", "to_jsonb", "to_number", "to_regclass", "to_regcollation",
+    "to_regnamespace", "to_regoper", "to_regoperator", "to_regproc", "to_regprocedure",
+    "to_regrole", "to_regtype", "to_regtypemod", "to_timestamp", "to_tsquery", "to_tsvector",
+    "transaction_timestamp", "translate", "trim", "trim_array", "trim_scale", "trunc", "ts_debug",
+    "ts_delete", "ts_filter", "ts_headline", "ts_lexize", "ts_parse", "ts_rank", "ts_rank_cd",
+    "ts_rewrite", "ts_stat", "ts_token_type", "tsmultirange", "tsquery_phrase", "tsrange",
+    "tstzmultirange", "tstzrange", "tsvector_to_array", "txid_current_snapshot",
+    "txid_snapshot_xip", "txid_snapshot_xmax", "txid_snapshot_xmin", "txid_status",
+    "txid_visible_in_snapshot", "unistr", "unnest", "upper", "upper_inc", "upper_inf", "user",
+    "uuid", "uuid_extract_timestamp", "uuid_extract_version", "uuidv4", "uuidv7", "var_pop",
+    "var_samp", "varchar", "variance", "version", "websearch_to_tsquery", "width", "width_bucket",
+    "xml_is_well_formed", "xml_is_well_formed_content", "xml_is_well_formed_document", "xmlagg",
+    "xmlcomment", "xmlconcat", "xmlelement", "xmlexists", "xmlforest", "xmlparse", "xmlpi",
+    "xmlroot", "xmlserialize", "xpath", "xpath_exists",
 ];
 
 /// What the catalog says about one function.
@@ -219,8 +219,7 @@ pub(crate) fn catalog_lookup(name: &str) -> Option<FnClass> {
         return Some(FnClass::SetConfig);
     }
     let find = |list: &'static [&'static str]| {
-        list
-            .binary_search_by(|probe| (*probe).cmp(name))
+        list.binary_search_by(|probe| (*probe).cmp(name))
             .ok()
             .map(|i| list[i])
     };
@@ -260,7 +259,10 @@ impl FunctionOverrides {
                 .into_iter()
                 .map(|n| override_key(n.as_ref()))
                 .collect(),
-            write: write.into_iter().map(|n| override_key(n.as_ref())).collect(),
+            write: write
+                .into_iter()
+                .map(|n| override_key(n.as_ref()))
+                .collect(),
         }
     }
 
@@ -355,11 +357,19 @@ mod tests {
     #[test]
     fn lists_are_sorted_unique_and_disjoint() {
         for list in [WRITE_FUNCTIONS, SESSION_PIN_FUNCTIONS, READ_ONLY_FUNCTIONS] {
-            assert!(list.windows(2).all(|w| w[0] < w[1]), "unsorted near {list:?}");
-            assert!(list.iter().all(|n| n.bytes().all(|b| !b.is_ascii_uppercase())));
+            assert!(
+                list.windows(2).all(|w| w[0] < w[1]),
+                "unsorted near {list:?}"
+            );
+            assert!(list
+                .iter()
+                .all(|n| n.bytes().all(|b| !b.is_ascii_uppercase())));
         }
         for n in READ_ONLY_FUNCTIONS {
-            assert!(!WRITE_FUNCTIONS.contains(n) && !SESSION_PIN_FUNCTIONS.contains(n), "{n}");
+            assert!(
+                !WRITE_FUNCTIONS.contains(n) && !SESSION_PIN_FUNCTIONS.contains(n),
+                "{n}"
+            );
         }
         for n in SESSION_PIN_FUNCTIONS {
             assert!(!WRITE_FUNCTIONS.contains(n), "{n}");
@@ -369,7 +379,10 @@ mod tests {
     #[test]
     fn lookup() {
         assert_eq!(catalog_lookup("nextval"), Some(FnClass::Write("nextval")));
-        assert_eq!(catalog_lookup("pg_advisory_lock"), Some(FnClass::Pin("pg_advisory_lock")));
+        assert_eq!(
+            catalog_lookup("pg_advisory_lock"),
+            Some(FnClass::Pin("pg_advisory_lock"))
+        );
         assert_eq!(catalog_lookup("count"), Some(FnClass::Read));
         assert_eq!(catalog_lookup("set_config"), Some(FnClass::SetConfig));
         assert_eq!(catalog_lookup("my_func"), None);

@@ -91,9 +91,18 @@ mod tests {
 
     #[test]
     fn forms() {
-        assert_eq!(detect_hint("/* meridian:primary */ SELECT 1"), Some(Hint::Primary));
-        assert_eq!(detect_hint("/*meridian:replica*/SELECT 1"), Some(Hint::Replica));
-        assert_eq!(detect_hint("  -- Meridian : Replica\nSELECT 1"), Some(Hint::Replica));
+        assert_eq!(
+            detect_hint("/* meridian:primary */ SELECT 1"),
+            Some(Hint::Primary)
+        );
+        assert_eq!(
+            detect_hint("/*meridian:replica*/SELECT 1"),
+            Some(Hint::Replica)
+        );
+        assert_eq!(
+            detect_hint("  -- Meridian : Replica\nSELECT 1"),
+            Some(Hint::Replica)
+        );
         assert_eq!(detect_hint("--meridian:primary"), Some(Hint::Primary));
         assert_eq!(
             detect_hint("/* x /* nested */ y */ /* meridian:primary */ SELECT 1"),
@@ -113,6 +122,9 @@ mod tests {
         assert_eq!(detect_hint("/* not a hint */ SELECT 1"), None);
         assert_eq!(detect_hint("/* meridian:primary SELECT 1"), None);
         assert_eq!(detect_hint(""), None);
-        assert_eq!(detect_hint("/* é */ /* meridian:replica */ SELECT 1"), Some(Hint::Replica));
+        assert_eq!(
+            detect_hint("/* é */ /* meridian:replica */ SELECT 1"),
+            Some(Hint::Replica)
+        );
     }
 }

@@ -175,9 +175,9 @@ impl StatementKind {
         )
     }
 
-    /// True if this kind on its own can never run on a hot standby: writes,
-    /// `LISTEN`, two-phase commit, and read-write or serializable
-    /// transactions (standbys refuse both).
+    /// True if this kind on its own must go to the primary: writes,
+    /// `LISTEN`, two-phase commit, read-write or serializable transactions
+    /// (hot standbys refuse both), and unparsable SQL (unsure, so primary).
     pub fn requires_primary(&self) -> bool {
         match self {
             Self::Write | Self::Listen | Self::TwoPhase | Self::Unparsable => true,

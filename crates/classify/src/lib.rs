@@ -70,6 +70,32 @@
 //!   `DECLARE ... WITH HOLD` and `LOAD` tie the session to the primary
 //!   backend; transaction-level advisory locks do not.
 //!
+//! # Function catalog
+//!
+//! Every function call (select list, `WHERE`, `FROM` table functions, CTEs,
+//! subqueries, `VALUES`, `ORDER BY`, `LIMIT`, ...) is looked up, first in the
+//! configured [`FunctionOverrides`] (`write_functions` / `read_only_functions`,
+//! compared case-insensitively, `public.`/`pg_catalog.` ignored), then —
+//! for unqualified or `pg_catalog.` names only — in three documented static
+//! lists of exact names (no prefixes, so `json_upsert()` is not taken for a
+//! JSON reader):
+//!
+//! * [`SESSION_PIN_FUNCTIONS`]: write and pin (`pg_advisory_lock`,
+//!   `pg_try_advisory_lock[_shared]`, `dblink_connect`, `setseed`, ...);
+//!   `set_config(name, value, is_local)` pins unless `is_local` is literally
+//!   true, in which case it is a read;
+//! * [`WRITE_FUNCTIONS`]: write (sequences, transaction-level advisory locks
+//!   and unlocks, `pg_notify`, `txid_current`/`pg_current_xact_id`, WAL and
+//!   backup control, replication slots, `pg_terminate_backend`/
+//!   `pg_cancel_backend`, `pg_reload_conf`, stats resets, large objects,
+//!   `dblink_exec`, ...); the reason is the function's name;
+//! * [`READ_ONLY_FUNCTIONS`]: safe on replicas (aggregates, math, strings,
+//!   date/time, JSON, arrays, ranges, catalog inspection, `random`,
+//!   `pg_sleep`, `version`, `current_setting`, `pg_is_in_recovery`,
+//!   `pg_last_wal_replay_lsn`, ...): not reported.
+//!
+//! Everything else is reported in [`Classification::unknown_functions`].
+//!
 //! # Several statements in one string
 //!
 //! The string's class is the maximum over its statements: any `Unparsable`
@@ -85,6 +111,8 @@
 //! defaults or triggers — are not seen; list them in the overrides or use a
 //! hint. A user function overloading a built-in name (same name, other
 //! argument types) is taken for the built-in.
+
+#![warn(missing_docs)]
 
 mod cache;
 mod fallback;

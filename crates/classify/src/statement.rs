@@ -1,8 +1,8 @@
 //! Classification of one parsed statement.
 
 use sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget, DeclareType, DiscardObject, Expr, Ident,
-    ObjectName, ObjectNamePart, Query, Reset, Set, SetExpr, Statement, TransactionAccessMode,
+    ContextModifier, CopySource, CopyTarget, DeclareType, DiscardObject, Expr, Ident, ObjectName,
+    ObjectNamePart, Query, Reset, Set, SetExpr, Statement, TransactionAccessMode,
     TransactionIsolationLevel, TransactionMode, UtilityOption, Value,
 };
 
@@ -16,7 +16,10 @@ pub(crate) fn classify_statement(stmt: &Statement, o: &FunctionOverrides) -> Cla
     use StatementKind as K;
     match stmt {
         Statement::Query(q) => classify_query(q, o),
-        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_) => {
             let reason = dml_reason(stmt).unwrap_or("write");
             with_findings(Classification::write(reason), walk_statement(stmt, o))
         }
@@ -305,11 +308,17 @@ fn classify_set(set: &Set) -> Classification {
                 return session(&name, is_local(scope));
             }
             match values.as_slice() {
-                [Expr::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+                [Expr::Identifier(i)]
+                    if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+                {
                     Classification::new(K::MeridianReset { name }, "meridian reset")
                 }
                 _ => {
-                    let value = values.iter().map(render_value).collect::<Vec<_>>().join(", ");
+                    let value = values
+                        .iter()
+                        .map(render_value)
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     Classification::new(K::MeridianSet { name, value }, "meridian set")
                 }
             }
@@ -457,7 +466,8 @@ fn transaction_modes(modes: &[TransactionMode]) -> (Option<bool>, Option<Isolati
 fn in_pg_temp(name: &ObjectName) -> bool {
     match name.0.first() {
         Some(ObjectNamePart::Identifier(i)) if name.0.len() > 1 => {
-            i.value.eq_ignore_ascii_case("pg_temp") || i.value.to_ascii_lowercase().starts_with("pg_temp_")
+            i.value.eq_ignore_ascii_case("pg_temp")
+                || i.value.to_ascii_lowercase().starts_with("pg_temp_")
         }
         _ => false,
     }

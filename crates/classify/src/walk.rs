@@ -96,7 +96,9 @@ impl Walker<'_> {
         if !self.overrides.is_empty() {
             let shown = display_name(name);
             if self.overrides.is_write(&shown) {
-                self.found.function_write.get_or_insert("write function (config)");
+                self.found
+                    .function_write
+                    .get_or_insert("write function (config)");
                 return;
             }
             if self.overrides.is_read_only(&shown) {
@@ -135,8 +137,7 @@ fn set_config_is_local(args: Option<&FunctionArguments>) -> bool {
     let Some(FunctionArguments::List(list)) = args else {
         return false;
     };
-    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get(2)
-    else {
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get(2) else {
         return false;
     };
     match &v.value {

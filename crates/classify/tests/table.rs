@@ -44,6 +44,22 @@ const TABLE: &[(&str, &str)] = &[
     ("SELECT CASE WHEN a > 0 THEN 'pos' ELSE 'neg' END FROM t", "read"),
     ("SELECT a::text, b::regclass FROM t", "read"),
     ("SELECT \"select\".\"from\" FROM \"select\"", "read"),
+    ("SELECT * FROM t TABLESAMPLE BERNOULLI (10)", "read"),
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a) FROM t", "read"),
+    ("SELECT count(DISTINCT a) FILTER (WHERE b) OVER w FROM t WINDOW w AS (PARTITION BY c)", "read"),
+    ("SELECT ARRAY(SELECT 1), ROW(1, 2), DATE '2020-01-01', interval '1 day'", "read"),
+    ("SELECT ts AT TIME ZONE 'UTC', $1::int, j::json->'a' FROM t", "read"),
+    ("SELECT * FROM t WHERE a = ANY(ARRAY[1, 2]) AND b IS DISTINCT FROM c", "read"),
+    ("SELECT * FROM t ORDER BY nextval('s')", "write:nextval"),
+    ("SELECT * FROM t LIMIT nextval('s')", "write:nextval"),
+    ("SELECT a FROM t GROUP BY a HAVING max(b) > setval('s', 1)", "write:setval"),
+    ("SELECT PG_CATALOG.NEXTVAL('s')", "write:nextval"),
+    ("SELECT \"pg_catalog\".\"nextval\"('s')", "write:nextval"),
+    ("SELECT pg_catalog.set_config('a', 'b', false)", "write:set_config+pin"),
+    ("WITH x AS (SELECT 1) SELECT * FROM x FOR UPDATE", "write:for update"),
+    ("SELECT grouping(a), a = ANY(SELECT 1), a = SOME(ARRAY[1]) FROM t GROUP BY ROLLUP (a)", "read"),
+    ("SELECT position('a' in 'b'), overlay('abc' placing 'x' from 2), trim(both ' ' from ' a ')", "read"),
+    ("SELECT CURRENT_CATALOG, CURRENT_SCHEMA, CURRENT_ROLE, SESSION_USER", "read"),
     // ---- strings, dollar quoting and comments hide nothing
     ("SELECT $$ INSERT INTO t VALUES (1) $$", "read"),
     ("SELECT $tag$ ; DELETE FROM t; $tag$", "read"),
@@ -306,6 +322,9 @@ const TABLE: &[(&str, &str)] = &[
     ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "settx repeatable read"),
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE", "settx ro serializable"),
     ("SET TRANSACTION SNAPSHOT '000003A1-1'", "settx"),
+    ("SET transaction_read_only = on", "settx ro"),
+    ("SET transaction_read_only TO off", "settx rw"),
+    ("SET transaction_isolation = 'serializable'", "settx serializable"),
     ("PREPARE TRANSACTION 'foo'", "twophase"),
     ("COMMIT PREPARED 'foo'", "twophase"),
     ("ROLLBACK PREPARED 'foo'", "twophase"),
@@ -392,7 +411,9 @@ fn classification_table() {
         let got = c(sql);
         let s = summary(&got);
         if s != *expected {
-            failures.push(format!("{sql:?}\n    expected {expected}\n    got      {s}"));
+            failures.push(format!(
+                "{sql:?}\n    expected {expected}\n    got      {s}"
+            ));
         }
         // Invariants of the routing helpers.
         match got.kind {

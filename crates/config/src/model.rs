@@ -17,6 +17,126 @@ pub struct Config {
     /// The Postgres servers behind Meridian. Roles are discovered, not configured.
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// Read/write routing and replica choice.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Read-your-writes and monotonic reads.
+    #[serde(default)]
+    pub consistency: ConsistencyConfig,
+}
+
+/// What a session's reads may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reads see the session's own writes and never go back in time (default).
+    #[default]
+    Session,
+    /// Reads go to any replica within the lag limits.
+    Eventual,
+    /// Every statement goes to the primary.
+    Strong,
+}
+
+impl Consistency {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Session => "session",
+            Consistency::Eventual => "eventual",
+            Consistency::Strong => "strong",
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "session" => Ok(Consistency::Session),
+            "eventual" => Ok(Consistency::Eventual),
+            "strong" => Ok(Consistency::Strong),
+            _ => Err(()),
+        }
+    }
+}
+
+/// `[consistency]`: read-your-writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistencyConfig {
+    /// Default mode for new sessions: `session`, `eventual` or `strong`
+    /// (`SET meridian.consistency` changes it per session).
+    pub mode: Consistency,
+    /// How long a read may wait for a replica to replay the session's last write before it is
+    /// sent to the primary, in milliseconds.
+    pub wait_timeout_ms: u64,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            mode: Consistency::Session,
+            wait_timeout_ms: 20,
+        }
+    }
+}
+
+/// How replicas are balanced among equally good candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Rotate through the candidates.
+    #[default]
+    RoundRobin,
+    /// Pick the candidate with the fewest sessions currently using it.
+    LeastConnections,
+}
+
+/// `[routing]`: where statements go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to replicas at all. With `false` every statement goes to the primary.
+    pub read_replicas: bool,
+    /// A replica further behind the primary than this many bytes of WAL gets no reads.
+    pub max_replica_lag_bytes: u64,
+    /// A replica whose replay is further behind than this many milliseconds gets no reads.
+    pub max_replica_lag_ms: u64,
+    /// Replicas whose round-trip time is within this many milliseconds of the fastest
+    /// candidate count as equally near and share reads.
+    pub latency_tolerance_ms: f64,
+    /// How reads are spread over equally good replicas.
+    pub balance: Balance,
+    /// Functions that may run on a replica although Postgres marks them VOLATILE
+    /// (names as `name` or `schema.name`, case-insensitive).
+    pub read_only_functions: Vec<String>,
+    /// Functions that always send a statement to the primary.
+    pub write_functions: Vec<String>,
+    /// How often the user-function catalog (`pg_proc.provolatile`) is reloaded, in seconds.
+    pub function_refresh_s: u64,
+    /// Most statement classifications kept in the cache.
+    pub cache_max_entries: usize,
+    /// Approximate memory bound of the classification cache, in bytes.
+    pub cache_max_bytes: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_replicas: true,
+            max_replica_lag_bytes: 16 * 1024 * 1024,
+            max_replica_lag_ms: 10_000,
+            latency_tolerance_ms: 2.0,
+            balance: Balance::RoundRobin,
+            read_only_functions: Vec::new(),
+            write_functions: Vec::new(),
+            function_refresh_s: 30,
+            cache_max_entries: 10_000,
+            cache_max_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[proxy]`: the client-facing side.

@@ -35,7 +35,10 @@ impl Config {
         for (i, user) in self.users.iter_mut().enumerate() {
             let key = format!("users[{i}]");
             if user.name.is_empty() {
-                return Err(ConfigError::invalid(format!("{key}.name"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must not be empty",
+                ));
             }
             if !seen.insert(user.name.clone()) {
                 return Err(ConfigError::invalid(
@@ -53,7 +56,10 @@ impl Config {
         )?);
         self.monitor.password_env = None;
         if self.monitor.interval_ms == 0 {
-            return Err(ConfigError::invalid("monitor.interval_ms", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "monitor.interval_ms",
+                "must be at least 1",
+            ));
         }
         if self.nodes.is_empty() {
             return Err(ConfigError::invalid(
@@ -65,7 +71,10 @@ impl Config {
         for (i, node) in self.nodes.iter().enumerate() {
             let key = format!("nodes[{i}]");
             if node.name.is_empty() {
-                return Err(ConfigError::invalid(format!("{key}.name"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must not be empty",
+                ));
             }
             if !names.insert(node.name.clone()) {
                 return Err(ConfigError::invalid(
@@ -74,10 +83,43 @@ impl Config {
                 ));
             }
             if node.host.is_empty() {
-                return Err(ConfigError::invalid(format!("{key}.host"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.host"),
+                    "must not be empty",
+                ));
             }
             if node.port == 0 {
                 return Err(ConfigError::invalid(format!("{key}.port"), "must not be 0"));
+            }
+        }
+        let r = &self.routing;
+        if !(r.latency_tolerance_ms.is_finite() && r.latency_tolerance_ms >= 0.0) {
+            return Err(ConfigError::invalid(
+                "routing.latency_tolerance_ms",
+                "must be a number >= 0",
+            ));
+        }
+        if r.function_refresh_s == 0 {
+            return Err(ConfigError::invalid(
+                "routing.function_refresh_s",
+                "must be at least 1",
+            ));
+        }
+        if r.cache_max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "routing.cache_max_entries",
+                "must be at least 1",
+            ));
+        }
+        for (key, list) in [
+            ("routing.read_only_functions", &r.read_only_functions),
+            ("routing.write_functions", &r.write_functions),
+        ] {
+            if let Some(i) = list.iter().position(|f| f.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    "function names must not be empty",
+                ));
             }
         }
         Ok(self)

@@ -59,8 +59,9 @@ pub async fn run(port: u16, replicas: usize) -> anyhow::Result<()> {
     let pg = meridian_testkit::ensure_postgres()?;
     println!("PostgreSQL binaries: {}", pg.bindir.display());
     println!("starting a primary and {replicas} streaming replicas...");
-    let cluster = tokio::task::spawn_blocking(move || Cluster::builder().replicas(replicas).start())
-        .await??;
+    let cluster =
+        tokio::task::spawn_blocking(move || Cluster::builder().replicas(replicas).start())
+            .await??;
     let port = if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
         port
     } else {
@@ -72,7 +73,12 @@ pub async fn run(port: u16, replicas: usize) -> anyhow::Result<()> {
     println!();
     println!("Meridian is up. Nodes:");
     for node in cluster.nodes() {
-        println!("  {:<4} 127.0.0.1:{}  (data: {})", node.name, node.port, node.datadir.display());
+        println!(
+            "  {:<4} 127.0.0.1:{}  (data: {})",
+            node.name,
+            node.port,
+            node.datadir.display()
+        );
     }
     println!();
     println!(

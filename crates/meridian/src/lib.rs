@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meridian_config::Config;
 use meridian_session::ProxyState;
-use meridian_upstream::{monitor, TopologyHandle};
+use meridian_upstream::{monitor, FunctionCatalog, TopologyHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,6 +23,7 @@ pub struct Running {
     pub state: Arc<ProxyState>,
     shutdown: watch::Sender<bool>,
     listener_task: tokio::task::JoinHandle<()>,
+    catalog_task: tokio::task::JoinHandle<()>,
     _monitor: monitor::MonitorTasks,
 }
 
@@ -38,6 +39,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         self.listener_task.abort();
+        self.catalog_task.abort();
     }
 }
 
@@ -45,12 +47,21 @@ impl Drop for Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let listener = TcpListener::bind(&config.proxy.listen).await.map_err(|e| {
-        anyhow::anyhow!("proxy.listen: cannot listen on {}: {e}", config.proxy.listen)
+        anyhow::anyhow!(
+            "proxy.listen: cannot listen on {}: {e}",
+            config.proxy.listen
+        )
     })?;
     let listen_addr = listener.local_addr()?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
     let monitor = monitor::spawn(config.clone(), topology.clone());
-    let state = Arc::new(ProxyState::new(config, topology.clone())?);
+    let functions = Arc::new(FunctionCatalog::default());
+    let catalog_task = meridian_upstream::spawn_function_loader(
+        config.clone(),
+        topology.clone(),
+        functions.clone(),
+    );
+    let state = Arc::new(ProxyState::new(config, topology.clone(), functions)?);
     let (shutdown, rx) = watch::channel(false);
     let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
     tracing::info!(%listen_addr, "meridian listening");
@@ -60,6 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state,
         shutdown,
         listener_task,
+        catalog_task,
         _monitor: monitor,
     })
 }

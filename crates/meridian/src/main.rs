@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use meridian_config::Config;
 
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "PostgreSQL proxy with read/write routing, read-your-writes and failover")]
+#[command(
+    name = "meridian",
+    version,
+    about = "PostgreSQL proxy with read/write routing, read-your-writes and failover"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");

@@ -36,7 +36,11 @@ pub struct CancelRegistry {
 impl CancelRegistry {
     /// Mints a key for a new session and registers its slot. The guard unregisters on drop.
     pub fn register(self: &Arc<Self>) -> CancelGuard {
-        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0x7fff_ffff;
+        let pid = self
+            .next_pid
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            & 0x7fff_ffff;
         let secret: i32 = rand::random();
         let slot = Arc::new(CancelSlot::default());
         lock(&self.slots).insert((pid, secret), slot.clone());

@@ -66,23 +66,25 @@ pub async fn serve(
 async fn handle_client(mut stream: TcpStream, state: Arc<ProxyState>) -> Result<(), SessionError> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let timeout = Duration::from_millis(state.config.proxy.startup_timeout_ms);
-    let outcome =
-        match tokio::time::timeout(timeout, startup::handshake(&mut stream, &mut buf, &state))
-            .await
-        {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
-                if !matches!(e, SessionError::ClientIo(_)) {
-                    reject(stream, &e).await;
-                }
-                return Err(e);
-            }
-            Err(_) => {
-                let e = SessionError::StartupTimeout;
+    let outcome = match tokio::time::timeout(
+        timeout,
+        startup::handshake(&mut stream, &mut buf, &state),
+    )
+    .await
+    {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            if !matches!(e, SessionError::ClientIo(_)) {
                 reject(stream, &e).await;
-                return Err(e);
             }
-        };
+            return Err(e);
+        }
+        Err(_) => {
+            let e = SessionError::StartupTimeout;
+            reject(stream, &e).await;
+            return Err(e);
+        }
+    };
     match outcome {
         Outcome::Cancelled => Ok(()),
         Outcome::Session(auth) => Session::start(state, stream, buf, auth).await,

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use meridian_config::AuthMethod;
-use meridian_wire::auth::{self, ScramServer, ScramSecret};
+use meridian_wire::auth::{self, ScramServer};
 use meridian_wire::startup::{self, StartupPacket};
 use meridian_wire::{frame, messages, parse, tag::frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +66,9 @@ pub async fn handshake(
         }
         StartupPacket::Startup { protocol, params } => (protocol, params),
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-            return Err(SessionError::Protocol("unexpected negotiation packet".into()))
+            return Err(SessionError::Protocol(
+                "unexpected negotiation packet".into(),
+            ))
         }
     };
 
@@ -78,7 +80,7 @@ pub async fn handshake(
         match k.as_str() {
             "user" => user = Some(v),
             "database" => database = Some(v),
-            "replication" if v != "false" && v != "off" && v != "0" => {
+            "replication" if !is_false(&v) => {
                 return Err(SessionError::Unsupported(
                     "replication connections are not supported through Meridian".into(),
                 ))
@@ -91,7 +93,9 @@ pub async fn handshake(
         code: "28000",
         message: "no PostgreSQL user name specified in startup packet".into(),
     })?;
-    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
 
     let mut out = BytesMut::with_capacity(256);
     if protocol.1 > 0 || !unsupported.is_empty() {
@@ -142,11 +146,13 @@ async fn authenticate(
                 Err(failed())
             }
         }
-        // Unknown users run the SCRAM exchange against a decoy verifier and fail at the proof,
-        // exactly like a wrong password.
+        // Unknown users run a mock SCRAM exchange (a per-name salt, as a real user would have)
+        // and fail at the proof, exactly like a wrong password.
         Some(AuthMethod::ScramSha256) | None => {
-            let secret: &ScramSecret = known.map(|u| &u.scram).unwrap_or(&state.decoy);
-            let mut server = ScramServer::new(secret);
+            let mut server = match known {
+                Some(u) => ScramServer::new(&u.scram),
+                None => ScramServer::mock(user),
+            };
             let mut out = BytesMut::new();
             messages::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
             write(stream, &out).await?;
@@ -205,5 +211,16 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Ses
 }
 
 async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), SessionError> {
-    stream.write_all(bytes).await.map_err(SessionError::ClientIo)
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)
+}
+
+/// Postgres's spellings of boolean false (`replication=no` is a normal connection).
+fn is_false(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "false" | "off" | "no" | "0" | "f" | "n"
+    )
 }

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use meridian_classify::{ClassifyCache, FunctionOverrides};
 use meridian_config::{AuthMethod, Config};
-use meridian_upstream::TopologyHandle;
+use meridian_router::ReplicaChooser;
+use meridian_upstream::{FunctionCatalog, TopologyHandle};
 use meridian_wire::auth::ScramSecret;
 use meridian_wire::WireError;
 
@@ -30,18 +32,27 @@ pub struct ProxyState {
     pub config: Arc<Config>,
     /// Users by name.
     pub users: HashMap<String, UserAuth>,
-    /// Verifier used to run a full, failing exchange for unknown users, so that they cannot be
-    /// told apart from a wrong password.
-    pub decoy: ScramSecret,
     /// The topology snapshot.
     pub topology: TopologyHandle,
     /// Cancel keys of live sessions.
     pub cancels: Arc<CancelRegistry>,
+    /// Statement classifications by SQL text.
+    pub cache: ClassifyCache,
+    /// `routing.read_only_functions` / `routing.write_functions`.
+    pub overrides: FunctionOverrides,
+    /// Volatility of functions the classifier does not know, per database.
+    pub functions: Arc<FunctionCatalog>,
+    /// Replica choice and balance state.
+    pub chooser: ReplicaChooser,
 }
 
 impl ProxyState {
     /// Builds the shared state, deriving SCRAM verifiers for every user.
-    pub fn new(config: Arc<Config>, topology: TopologyHandle) -> Result<Self, WireError> {
+    pub fn new(
+        config: Arc<Config>,
+        topology: TopologyHandle,
+        functions: Arc<FunctionCatalog>,
+    ) -> Result<Self, WireError> {
         let mut users = HashMap::new();
         for u in &config.users {
             let password = u.password.clone().unwrap_or_default();
@@ -56,17 +67,18 @@ impl ProxyState {
                 },
             );
         }
-        let decoy_password: [u8; 16] = rand::random();
-        let decoy_salt: [u8; 16] = rand::random();
-        let decoy = ScramSecret::from_password(
-            &format!("{decoy_password:?}"),
-            &decoy_salt,
-            SCRAM_ITERATIONS,
-        )?;
+        let routing = &config.routing;
+        let cache = ClassifyCache::with_limits(routing.cache_max_entries, routing.cache_max_bytes);
+        let overrides =
+            FunctionOverrides::new(&routing.read_only_functions, &routing.write_functions);
+        let chooser = ReplicaChooser::new(config.nodes.len());
         Ok(ProxyState {
+            cache,
+            overrides,
+            functions,
+            chooser,
             config,
             users,
-            decoy,
             topology,
             cancels: Arc::new(CancelRegistry::default()),
         })

@@ -612,9 +612,9 @@ impl Cluster {
     /// (the primary's LSN sampled once, at the call). Stopped nodes are
     /// skipped; a replica with `recovery_min_apply_delay` is waited for.
     pub fn wait_replicas_caught_up(&self, timeout: Duration) -> Result<(), Error> {
-        let primary = self
-            .current_primary()
-            .ok_or_else(|| Error::NotRunning("primary (no running node is out of recovery)".into()))?;
+        let primary = self.current_primary().ok_or_else(|| {
+            Error::NotRunning("primary (no running node is out of recovery)".into())
+        })?;
         let lsn = primary.psql("postgres", "SELECT pg_current_wal_lsn()")?;
         let deadline = std::time::Instant::now() + timeout;
         for n in self.nodes.iter().filter(|n| n.name != primary.name) {
@@ -639,16 +639,23 @@ impl Cluster {
     }
 
     /// Waits until every running standby's WAL receiver is `streaming`
-    /// (`pg_stat_wal_receiver`). Useful after restarting or re-pointing nodes.
+    /// (`pg_stat_wal_receiver`); running nodes that are out of recovery are
+    /// skipped. Useful after restarting, killing or re-pointing nodes.
     pub fn wait_streaming(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + timeout;
         for n in &self.nodes {
-            if !n.is_running() || !n.is_in_recovery().unwrap_or(false) {
+            if !n.is_running() {
                 continue;
             }
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
             node::wait_until(remaining, &format!("{} to stream WAL", n.name), &mut || {
-                Ok(n.wal_receiver_status()? == "streaming")
+                let state = n.psql(
+                    "postgres",
+                    "SELECT CASE WHEN pg_is_in_recovery() \
+                     THEN coalesce((SELECT status FROM pg_stat_wal_receiver), 'no wal receiver') \
+                     ELSE 'primary' END",
+                )?;
+                Ok(state == "streaming" || state == "primary")
             })
             .map_err(|e| with_log(e, n))?;
         }

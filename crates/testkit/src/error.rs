@@ -83,7 +83,9 @@ pub enum Error {
     },
 
     /// `psql` failed (connection or SQL error).
-    #[error("psql against {target} (user {user}, database {db}) failed: {stderr}\n--- SQL ---\n{sql}")]
+    #[error(
+        "psql against {target} (user {user}, database {db}) failed: {stderr}\n--- SQL ---\n{sql}"
+    )]
     Psql {
         /// `node name @ address` or just the address.
         target: String,

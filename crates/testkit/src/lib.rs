@@ -30,6 +30,11 @@
 //! * Each node's port, replication upstream and node-specific settings live
 //!   in [`NODE_CONF_FILE`] inside its data directory, included last from
 //!   `postgresql.conf` (so `ALTER SYSTEM` still wins).
+//! * Everything is blocking (std processes and threads, no async runtime),
+//!   so it works from sync tests and, via `spawn_blocking`, from async code.
+//!   A primary with two replicas starts in about 1.5 s.
+//! * If the process dies without unwinding (SIGKILL, Ctrl-C), a per-cluster
+//!   watchdog process stops the servers and removes the directory.
 //! * Set `MERIDIAN_TESTKIT_KEEP=1` to keep data directories and logs after
 //!   a run.
 

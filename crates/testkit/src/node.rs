@@ -199,8 +199,7 @@ impl Node {
         for (k, v) in &conf.settings {
             s.push_str(&format!("{k} = {}\n", quote(v)));
         }
-        self.ctx
-            .write_file(&self.datadir.join(NODE_CONF_FILE), &s)
+        self.ctx.write_file(&self.datadir.join(NODE_CONF_FILE), &s)
     }
 
     /// Adds or replaces a setting in [`NODE_CONF_FILE`] (takes effect on the
@@ -254,11 +253,11 @@ impl Node {
     }
 
     /// PID of the running postmaster (first line of `postmaster.pid`), or
-    /// `None` if the file is missing or that process is no longer alive.
+    /// `None` if the file is missing or that process is no longer alive
+    /// (zombies count as dead; a recycled pid is recognised because the
+    /// process would not run in this data directory).
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let s = std::fs::read_to_string(self.datadir.join("postmaster.pid")).ok()?;
-        let pid: i32 = s.lines().next()?.trim().parse().ok()?;
-        process::process_alive(pid).then_some(pid)
+        process::postmaster_pid(&self.datadir)
     }
 
     /// True if the postmaster is alive (it may still be starting up).
@@ -433,12 +432,7 @@ impl Node {
     /// Runs SQL as the superuser over TCP (see [`PgBin::psql`]) and returns
     /// the trimmed output (`-At`: one row per line, columns separated by `|`).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
-        self.psql_as(
-            creds::SUPERUSER,
-            Some(creds::SUPERUSER_PASSWORD),
-            db,
-            sql,
-        )
+        self.psql_as(creds::SUPERUSER, Some(creds::SUPERUSER_PASSWORD), db, sql)
     }
 
     /// Like [`psql`](Self::psql) but connecting as `user` with `password`.
@@ -582,10 +576,7 @@ pub(crate) fn wait_until(
 /// Stops whatever runs on `datadir` as fast as possible: `pg_ctl stop -m
 /// immediate` if the postmaster is alive, then SIGKILL for anything left.
 pub(crate) fn stop_immediately(ctx: &Ctx, datadir: &Path) {
-    let pid = std::fs::read_to_string(datadir.join("postmaster.pid"))
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-        .filter(|p| process::process_alive(*p));
+    let pid = process::postmaster_pid(datadir);
     let exe = ctx.postgres_exe.as_deref();
     if let Some(pid) = pid {
         let res = ctx.run_pg(

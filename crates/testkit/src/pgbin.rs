@@ -101,7 +101,16 @@ impl PgBin {
         sql: &str,
         timeout: Duration,
     ) -> Result<String, Error> {
-        psql_impl(self, &addr.to_string(), addr, user, password, db, sql, timeout)
+        psql_impl(
+            self,
+            &addr.to_string(),
+            addr,
+            user,
+            password,
+            db,
+            sql,
+            timeout,
+        )
     }
 }
 

@@ -1,8 +1,8 @@
 //! Handing out free loopback TCP ports.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, TcpListener};

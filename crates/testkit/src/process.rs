@@ -197,6 +197,26 @@ pub(crate) fn process_alive(pid: i32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The live postmaster recorded in `datadir/postmaster.pid` (first line),
+/// if that process is alive and (where `/proc` tells) still runs in
+/// `datadir` — so a recycled pid is never mistaken for our server.
+pub(crate) fn postmaster_pid(datadir: &Path) -> Option<i32> {
+    let s = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+    let pid: i32 = s.lines().next()?.trim().parse().ok()?;
+    if !process_alive(pid) {
+        return None;
+    }
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => (cwd == datadir).then_some(pid),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No /proc (non-Linux) or the process just vanished.
+            (!Path::new("/proc/self").exists() && process_alive(pid)).then_some(pid)
+        }
+        // Not allowed to look: trust the pid file.
+        Err(_) => Some(pid),
+    }
+}
+
 /// Sends `sig` to `pid` (ignoring errors such as "no such process").
 pub(crate) fn signal(pid: i32, sig: i32) {
     if pid > 0 {

@@ -192,8 +192,7 @@ impl Drop for DelayRelay {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.wake();
         // Wake the blocking accept().
-        let woke =
-            TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).is_ok();
+        let woke = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).is_ok();
         if let Some(h) = self.accept_thread.take() {
             if woke {
                 let _ = h.join();
@@ -215,7 +214,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let client = match stream {
             Ok(s) => s,
             Err(e) => {
-                if !matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) {
+                if !matches!(
+                    e.kind(),
+                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) {
                     thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -239,17 +241,17 @@ fn setup_connection(client: TcpStream, shared: Arc<Shared>) {
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let clones = (|| {
-        Some((
-            client.try_clone().ok()?,
-            upstream.try_clone().ok()?,
-            client.try_clone().ok()?,
-            upstream.try_clone().ok()?,
-            client.try_clone().ok()?,
-            upstream.try_clone().ok()?,
-        ))
-    })();
-    let Some((c_reg, u_reg, c_read, u_write, u_read, c_write)) = clones else {
+    let dup = |s: &TcpStream| s.try_clone().ok();
+    // Registry copies (to shut down on demand) and one read/write handle per
+    // direction: client -> upstream and upstream -> client.
+    let (Some(c_reg), Some(u_reg), Some(c_read), Some(u_write), Some(u_read), Some(c_write)) = (
+        dup(&client),
+        dup(&upstream),
+        dup(&client),
+        dup(&upstream),
+        dup(&upstream),
+        dup(&client),
+    ) else {
         let _ = client.shutdown(Shutdown::Both);
         let _ = upstream.shutdown(Shutdown::Both);
         return;

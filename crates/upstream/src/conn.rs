@@ -95,10 +95,8 @@ async fn connect_inner(
     };
 
     let mut out = BytesMut::with_capacity(256);
-    let mut startup_params: Vec<(&str, &str)> = vec![
-        ("user", params.user),
-        ("database", params.database),
-    ];
+    let mut startup_params: Vec<(&str, &str)> =
+        vec![("user", params.user), ("database", params.database)];
     for (k, v) in params.extra {
         if k != "user" && k != "database" && !k.starts_with("_pq_.") {
             startup_params.push((k.as_str(), v.as_str()));

@@ -3,11 +3,13 @@
 
 mod conn;
 mod error;
+mod functions;
 mod lsn;
 pub mod monitor;
 mod topology;
 
 pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
 pub use error::UpstreamError;
+pub use functions::{spawn_loader as spawn_function_loader, FunctionCatalog, Volatility};
 pub use lsn::{BadLsn, Lsn};
 pub use topology::{NodeState, Role, Topology, TopologyHandle};

@@ -1,0 +1,279 @@
+//! The server side of a session: per-backend bookkeeping, scanning server frames, and what
+//! happens when a server connection breaks.
+
+use std::collections::HashSet;
+
+use bytes::Buf;
+use meridian_upstream::BackendConn;
+use meridian_wire::tag::backend;
+use meridian_wire::{frame, messages, parse};
+use tracing::warn;
+
+use super::state::Change;
+use super::{Flow, Session};
+
+/// One server connection of a session, with what the proxy knows is set up on it.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub conn: BackendConn,
+    /// Sequence number of the last session setting applied here.
+    pub applied: u64,
+    /// Protocol-level named statements prepared here (by the client or replayed).
+    pub statements: HashSet<String>,
+    /// Version of the unnamed statement prepared here (0: none).
+    pub unnamed: u64,
+    /// SQL-level `PREPARE`d names present here.
+    pub sql_prepared: HashSet<String>,
+    /// Statements to Close here before the next use (closed by the client elsewhere).
+    pub close_later: Vec<String>,
+    /// SQL-level names to `DEALLOCATE` here before the next use.
+    pub deallocate_later: Vec<String>,
+    /// ParseComplete / CloseComplete replies to injected messages still to drop.
+    pub swallow_parse: u32,
+    pub swallow_close: u32,
+}
+
+impl Backend {
+    pub fn new(conn: BackendConn) -> Self {
+        Backend {
+            conn,
+            applied: 0,
+            statements: HashSet::new(),
+            unnamed: 0,
+            sql_prepared: HashSet::new(),
+            close_later: Vec::new(),
+            deallocate_later: Vec::new(),
+            swallow_parse: 0,
+            swallow_close: 0,
+        }
+    }
+}
+
+/// What a scanned server frame means for the session.
+enum Event {
+    Ready(u8),
+    Error { fatal: bool },
+    Command(bool),
+    CopyIn,
+    Other,
+}
+
+/// Whose reply a pending ReadyForQuery closes.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    /// The client's own request; `change` is session state to keep if it succeeds.
+    Client {
+        change: Option<Change>,
+        error: bool,
+        /// Opened by a Sync (extended protocol) rather than a Query.
+        sync: bool,
+    },
+    /// A request Meridian made on the client's behalf (replaying settings or statements): its
+    /// replies are not forwarded.
+    Silent,
+}
+
+impl Owner {
+    /// The owner of a simple Query's reply.
+    pub fn query(change: Option<Change>) -> Self {
+        Owner::Client {
+            change,
+            error: false,
+            sync: false,
+        }
+    }
+
+    /// The owner of an extended-protocol batch's reply (closed by its Sync).
+    pub fn sync(change: Option<Change>) -> Self {
+        Owner::Client {
+            change,
+            error: false,
+            sync: true,
+        }
+    }
+}
+
+impl Session {
+    /// Scans complete frames from the active backend, tracks protocol state and queues the
+    /// client's frames unchanged.
+    pub(super) fn scan_backend(&mut self) -> Result<(), String> {
+        let Some(node) = self.active else {
+            return Ok(());
+        };
+        loop {
+            let Some(b) = self.backends[node].as_mut() else {
+                return Ok(());
+            };
+            // Forward runs of frames that belong to the client in one copy.
+            let mut off = 0;
+            let mut stop = None;
+            loop {
+                let rest = &b.conn.rbuf[off..];
+                let h = match frame::peek_frame(rest, self.max_message) {
+                    Ok(Some(h)) if h.len <= rest.len() => h,
+                    Ok(_) => break,
+                    Err(e) => return Err(format!("invalid message from server: {e}")),
+                };
+                let silent = matches!(self.owners.front(), Some(Owner::Silent));
+                let swallow = silent
+                    || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
+                    || (h.tag == backend::CLOSE_COMPLETE && b.swallow_close > 0);
+                let interesting = matches!(
+                    h.tag,
+                    backend::READY_FOR_QUERY
+                        | backend::ERROR_RESPONSE
+                        | backend::COMMAND_COMPLETE
+                        | backend::COPY_IN_RESPONSE
+                );
+                if swallow || interesting {
+                    stop = Some((h.tag, h.len, swallow));
+                    break;
+                }
+                off += h.len;
+            }
+            self.to_client.extend_from_slice(&b.conn.rbuf[..off]);
+            b.conn.rbuf.advance(off);
+            let Some((tag, len, swallow)) = stop else {
+                return Ok(());
+            };
+            let event = {
+                let body = frame::body(&b.conn.rbuf[..len]);
+                match tag {
+                    backend::READY_FOR_QUERY => {
+                        Event::Ready(parse::ready_status(body).unwrap_or(b'I'))
+                    }
+                    backend::ERROR_RESPONSE => match parse::ErrorFields::parse(body) {
+                        Ok(f) => {
+                            let severity = f.severity_nonlocalized().or(f.severity());
+                            if swallow {
+                                warn!(
+                                    code = f.code().unwrap_or_default(),
+                                    message = f.message().unwrap_or_default(),
+                                    "replaying session state on a server failed"
+                                );
+                            }
+                            Event::Error {
+                                fatal: matches!(severity, Some("FATAL") | Some("PANIC")),
+                            }
+                        }
+                        Err(_) => Event::Error { fatal: false },
+                    },
+                    backend::COMMAND_COMPLETE => {
+                        Event::Command(parse::command_complete(body) == Ok("COMMIT"))
+                    }
+                    backend::COPY_IN_RESPONSE => Event::CopyIn,
+                    _ => Event::Other,
+                }
+            };
+            if !swallow {
+                self.to_client.extend_from_slice(&b.conn.rbuf[..len]);
+            }
+            b.conn.rbuf.advance(len);
+            if tag == backend::PARSE_COMPLETE && b.swallow_parse > 0 {
+                b.swallow_parse -= 1;
+            } else if tag == backend::CLOSE_COMPLETE && b.swallow_close > 0 {
+                b.swallow_close -= 1;
+            }
+            match event {
+                Event::Ready(status) => {
+                    b.swallow_parse = 0;
+                    b.swallow_close = 0;
+                    self.ready(status);
+                }
+                Event::Error { fatal } => {
+                    self.fatal_seen |= fatal;
+                    if let Some(Owner::Client { error, .. }) = self.owners.front_mut() {
+                        *error = true;
+                    }
+                }
+                Event::Command(commit) => self.sstate.last_command_commit = commit,
+                Event::CopyIn => {
+                    // Postgres ignores Sync while in copy-in mode: the Sync that closed this batch
+                    // brings no ReadyForQuery; the one the client sends after CopyDone does, and
+                    // it belongs to this same request.
+                    if let Some(Owner::Client { sync: true, .. }) = self.owners.front() {
+                        self.copy_sync_absorbed = true;
+                    }
+                }
+                Event::Other => {}
+            }
+        }
+    }
+
+    /// A ReadyForQuery closes the oldest outstanding request.
+    fn ready(&mut self, status: u8) {
+        let was = self.tx_status;
+        match self.owners.pop_front() {
+            Some(Owner::Client { change, error, .. }) => {
+                self.tx_status = status;
+                let before = self.sstate.seq();
+                if let (Some(change), false) = (change, error) {
+                    self.sstate.succeeded(change, status != b'I');
+                }
+                if was != b'I' && status == b'I' {
+                    self.sstate.transaction_ended();
+                }
+                // The backend that ran the settings has them already: no replay there.
+                let after = self.sstate.seq();
+                if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+                    if b.applied == before {
+                        b.applied = after;
+                    }
+                }
+            }
+            Some(Owner::Silent) | None => {}
+        }
+    }
+
+    /// The active backend broke. Tells the client in the way that keeps its protocol state
+    /// consistent, and decides whether the session can go on.
+    pub(super) fn backend_lost(&mut self, detail: &str) -> Flow {
+        let Some(node) = self.active else {
+            return Flow::Continue;
+        };
+        self.backends[node] = None;
+        self.deactivate();
+        self.to_backend.clear();
+        self.batch_target = None;
+        let name = self
+            .state
+            .config
+            .nodes
+            .get(node)
+            .map(|n| n.name.as_str())
+            .unwrap_or("?");
+        let client_waiting = self
+            .owners
+            .iter()
+            .filter(|o| matches!(o, Owner::Client { .. }))
+            .count();
+        self.owners.clear();
+        warn!(node = name, %detail, client_waiting, "server connection lost");
+        if self.fatal_seen {
+            // The server already told the client why (e.g. 57P01 admin_shutdown); mirror Postgres
+            // and close the client connection too.
+            return Flow::Close;
+        }
+        if self.tx_status != b'I' {
+            self.queue_error(
+                "FATAL",
+                "08006",
+                &format!(
+                    "server connection lost during a transaction ({detail}); the transaction was rolled back"
+                ),
+            );
+            return Flow::Close;
+        }
+        if client_waiting > 0 {
+            self.queue_error(
+                "ERROR",
+                "08006",
+                &format!("server connection lost: {detail}"),
+            );
+            for _ in 0..client_waiting {
+                messages::ready_for_query(&mut self.to_client, b'I');
+            }
+        }
+        Flow::Continue
+    }
+}

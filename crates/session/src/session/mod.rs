@@ -1,0 +1,400 @@
+//! One client session after startup: a single task that moves frames between the client and the
+//! backend currently serving it.
+//!
+//! * `frontend` routes client frames at statement boundaries (a Query, or an extended-protocol
+//!   batch up to Sync/Flush);
+//! * `route` decides which node a statement goes to;
+//! * `state` keeps what must follow the session from node to node (settings, prepared
+//!   statements) and replays it on a backend before it is used;
+//! * `backend` scans server frames, accounts for ReadyForQuery and forwards bytes unchanged;
+//! * `local` answers Meridian's own `SET`/`SHOW meridian.*`.
+//!
+//! Both directions are buffered and written as the sockets allow, so a pipelining client can never
+//! deadlock the proxy against a server.
+
+mod backend;
+mod frontend;
+mod local;
+mod route;
+mod state;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use meridian_upstream::{ConnectParams, UpstreamError};
+use meridian_wire::messages;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::debug;
+
+use crate::cancel::CancelGuard;
+use crate::startup::Authenticated;
+use crate::{ProxyState, SessionError};
+
+pub(crate) use backend::{Backend, Owner};
+pub(crate) use state::SessionState;
+
+/// Stop reading from a peer while this much is queued for the other side.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// What the session loop does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    /// Flush what is queued for the client, then close.
+    Close,
+}
+
+/// A live client session.
+pub struct Session {
+    state: Arc<ProxyState>,
+    auth: Authenticated,
+    cancel: CancelGuard,
+    max_message: usize,
+    crd: OwnedReadHalf,
+    cwr: OwnedWriteHalf,
+    /// Bytes from the client not yet routed.
+    crbuf: BytesMut,
+    /// Bytes queued for the client.
+    to_client: BytesMut,
+    /// One slot per node; a connection is opened when the session first needs that node.
+    backends: Vec<Option<Backend>>,
+    /// The node whose connection carries the current traffic.
+    active: Option<usize>,
+    /// Bytes queued for the active backend.
+    to_backend: BytesMut,
+    /// Who each ReadyForQuery still owed by the active backend belongs to.
+    owners: VecDeque<Owner>,
+    /// Extended-protocol frames held until Sync or Flush decides their backend.
+    batch: BytesMut,
+    /// What the frames in `batch` need.
+    batch_route: route::Need,
+    /// A statement in the batch pins the session to the primary.
+    batch_pins: bool,
+    /// A session setting the batch makes, kept if it succeeds.
+    batch_change: Option<state::Change>,
+    /// The server entered copy-in mode for an extended-protocol batch: the client's next Sync
+    /// answers the batch already waiting rather than opening a new one.
+    copy_sync_absorbed: bool,
+    /// The client sent Terminate: what it sent before still goes to the server.
+    terminating: bool,
+    /// Set after a Flush sent part of a batch: the rest of the batch must follow it.
+    batch_target: Option<usize>,
+    /// After a failed batch, frames are dropped up to the next Sync (as Postgres does after an error).
+    discard_until_sync: bool,
+    /// Transaction status from the last ReadyForQuery: `I`, `T` or `E`.
+    tx_status: u8,
+    /// The active backend reported a FATAL error; when it closes, the client is closed too.
+    fatal_seen: bool,
+    /// Client frames are waiting for the active backend to finish before switching.
+    stalled: bool,
+    /// Session state that follows the client across backends.
+    sstate: SessionState,
+    /// `meridian.consistency` for this session.
+    consistency: meridian_config::Consistency,
+    /// `meridian.min_lsn`: a position reads must see (a token from another connection).
+    min_lsn: meridian_upstream::Lsn,
+    /// `meridian.lsn`: the WAL position of this session's last write.
+    token: meridian_upstream::Lsn,
+}
+
+impl Session {
+    /// Connects the first backend, completes the client's startup (AuthenticationOk, server
+    /// parameters, BackendKeyData, ReadyForQuery) and runs the session to its end.
+    pub async fn start(
+        state: Arc<ProxyState>,
+        stream: tokio::net::TcpStream,
+        crbuf: BytesMut,
+        auth: Authenticated,
+    ) -> Result<(), SessionError> {
+        let cancel = state.cancels.register();
+        let nodes = state.config.nodes.len();
+        let max_message = state.config.proxy.max_message_bytes;
+        state.functions.register(&auth.database);
+        let (crd, cwr) = stream.into_split();
+        let consistency = state.config.consistency.mode;
+        let mut session = Session {
+            state,
+            auth,
+            cancel,
+            max_message,
+            crd,
+            cwr,
+            crbuf,
+            to_client: BytesMut::with_capacity(16 * 1024),
+            backends: (0..nodes).map(|_| None).collect(),
+            active: None,
+            to_backend: BytesMut::with_capacity(16 * 1024),
+            owners: VecDeque::new(),
+            batch: BytesMut::new(),
+            batch_route: route::Need::default(),
+            batch_pins: false,
+            batch_change: None,
+            terminating: false,
+            copy_sync_absorbed: false,
+            batch_target: None,
+            discard_until_sync: false,
+            tx_status: b'I',
+            fatal_seen: false,
+            stalled: false,
+            sstate: SessionState::default(),
+            consistency,
+            min_lsn: meridian_upstream::Lsn::ZERO,
+            token: meridian_upstream::Lsn::ZERO,
+        };
+        match session.greet().await {
+            Ok(()) => session.run().await,
+            Err(e) => {
+                session.queue_error("FATAL", e.sqlstate(), &e.to_string());
+                session.flush_and_close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Startup completes against the primary: its ParameterStatus values are the ones the client
+    /// sees (server_version, encodings, ...).
+    async fn greet(&mut self) -> Result<(), SessionError> {
+        let node = self.primary().await?;
+        self.ensure_backend(node).await?;
+        self.activate(node);
+        messages::auth_ok(&mut self.to_client);
+        if let Some(b) = &self.backends[node] {
+            self.to_client.extend_from_slice(&b.conn.param_frames);
+        }
+        messages::backend_key_data(&mut self.to_client, self.cancel.pid, self.cancel.secret);
+        messages::ready_for_query(&mut self.to_client, b'I');
+        Ok(())
+    }
+
+    async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.event_loop().await;
+        match &result {
+            Ok(()) | Err(SessionError::ClientIo(_)) => {}
+            Err(e) => {
+                debug!(error = %e, kind = e.kind(), "closing session");
+                self.queue_error("FATAL", e.sqlstate(), &e.to_string());
+            }
+        }
+        self.flush_and_close().await;
+        match result {
+            Err(SessionError::ClientIo(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn event_loop(&mut self) -> Result<(), SessionError> {
+        loop {
+            if self.drain_client().await? == Flow::Close {
+                return Ok(());
+            }
+            self.try_write();
+            let want_client = !self.stalled && self.to_backend.len() < HIGH_WATER;
+            let want_backend = self.to_client.len() < HIGH_WATER;
+            let (brd, bwr, brbuf) = match self.active.and_then(|i| self.backends[i].as_mut()) {
+                Some(b) => (
+                    Some(&mut b.conn.rd),
+                    Some(&mut b.conn.wr),
+                    Some(&mut b.conn.rbuf),
+                ),
+                None => (None, None, None),
+            };
+            let has_backend = brd.is_some();
+            let flow = tokio::select! {
+                r = self.crd.read_buf(&mut self.crbuf), if want_client => {
+                    match r {
+                        Ok(0) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
+                        Ok(_) => Flow::Continue,
+                        Err(e) => return Err(SessionError::ClientIo(e)),
+                    }
+                }
+                r = read_opt(brd, brbuf), if want_backend && has_backend => {
+                    match r {
+                        Ok(0) => self.backend_lost("server closed the connection unexpectedly"),
+                        Ok(_) => match self.scan_backend() {
+                            Ok(()) => Flow::Continue,
+                            Err(detail) => self.backend_lost(&detail),
+                        },
+                        Err(e) => self.backend_lost(&e.to_string()),
+                    }
+                }
+                r = self.cwr.write(&self.to_client), if !self.to_client.is_empty() => {
+                    match r {
+                        Ok(n) => {
+                            self.to_client.advance(n);
+                            Flow::Continue
+                        }
+                        Err(e) => return Err(SessionError::ClientIo(e)),
+                    }
+                }
+                r = write_opt(bwr, &self.to_backend), if !self.to_backend.is_empty() && has_backend => {
+                    match r {
+                        Ok(n) => {
+                            self.to_backend.advance(n);
+                            Flow::Continue
+                        }
+                        Err(e) => self.backend_lost(&e.to_string()),
+                    }
+                }
+            };
+            if flow == Flow::Close {
+                return Ok(());
+            }
+        }
+    }
+
+    fn activate(&mut self, node: usize) {
+        if let Some(prev) = self.active {
+            if prev != node {
+                self.state.chooser.track(prev, false);
+            }
+        }
+        if self.active != Some(node) {
+            self.state.chooser.track(node, true);
+        }
+        self.active = Some(node);
+        self.fatal_seen = false;
+        let target = self.backends[node]
+            .as_ref()
+            .map(|b| (b.conn.addr, b.conn.pid, b.conn.secret));
+        self.cancel.slot.set(target);
+    }
+
+    fn deactivate(&mut self) {
+        if let Some(prev) = self.active.take() {
+            self.state.chooser.track(prev, false);
+        }
+        self.cancel.slot.set(None);
+    }
+
+    async fn ensure_backend(&mut self, node: usize) -> Result<(), UpstreamError> {
+        if self.backends[node].is_some() {
+            return Ok(());
+        }
+        let topo = self.state.topology.load();
+        let Some(n) = topo.nodes.get(node) else {
+            return Err(UpstreamError::NoPrimary);
+        };
+        let password = self
+            .state
+            .users
+            .get(&self.auth.user)
+            .map(|u| u.password.as_str())
+            .unwrap_or_default();
+        let params = ConnectParams {
+            node,
+            host: &n.host,
+            port: n.port,
+            user: &self.auth.user,
+            password,
+            database: &self.auth.database,
+            extra: &self.auth.params,
+            max_message_bytes: self.max_message,
+            timeout: Duration::from_millis(self.state.config.proxy.connect_timeout_ms),
+        };
+        let conn = meridian_upstream::connect(&params).await?;
+        debug!(node = %n.name, pid = conn.pid, "server connection opened");
+        self.backends[node] = Some(Backend::new(conn));
+        Ok(())
+    }
+
+    /// The node writes go to; waits briefly for one to be discovered.
+    async fn primary(&self) -> Result<usize, UpstreamError> {
+        if let Some(p) = self.state.topology.load().primary {
+            return Ok(p);
+        }
+        let timeout = Duration::from_millis(self.state.config.proxy.connect_timeout_ms);
+        self.state
+            .topology
+            .wait_for(timeout, |t| t.primary.is_some())
+            .await
+            .primary
+            .ok_or(UpstreamError::NoPrimary)
+    }
+
+    fn queue_error(&mut self, severity: &str, code: &str, message: &str) {
+        messages::error_response(&mut self.to_client, severity, code, message);
+    }
+
+    fn queue_upstream_error(&mut self, e: &UpstreamError) {
+        match e {
+            UpstreamError::Server { frame, .. } => self.to_client.extend_from_slice(frame),
+            other => {
+                let code = other.sqlstate().to_string();
+                self.queue_error("ERROR", &code, &other.to_string());
+            }
+        }
+    }
+
+    /// Writes whatever the sockets accept right now without waiting.
+    fn try_write(&mut self) {
+        if !self.to_client.is_empty() {
+            if let Ok(n) = self.cwr.try_write(&self.to_client) {
+                self.to_client.advance(n);
+            }
+        }
+        if !self.to_backend.is_empty() {
+            if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+                if let Ok(n) = b.conn.wr.try_write(&self.to_backend) {
+                    self.to_backend.advance(n);
+                }
+            }
+        }
+    }
+
+    /// Final flush to the client, then closes every server connection. A statement still running
+    /// for a client that went away is cancelled so that it does not hold locks.
+    async fn flush_and_close(&mut self) {
+        if !self.to_client.is_empty() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.cwr.write_all(&self.to_client))
+                    .await;
+            self.to_client.clear();
+        }
+        let _ = self.cwr.shutdown().await;
+        if self.terminating {
+            // An orderly Terminate: statements the client sent before it still run, as they
+            // would on Postgres.
+            if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    b.conn.wr.write_all(&self.to_backend),
+                )
+                .await;
+            }
+        } else if !self.owners.is_empty() {
+            if let Some(b) = self.active.and_then(|i| self.backends[i].as_ref()) {
+                let (addr, pid, secret) = (b.conn.addr, b.conn.pid, b.conn.secret);
+                tokio::spawn(async move {
+                    let _ = meridian_upstream::send_cancel(addr, pid, secret).await;
+                });
+            }
+        }
+        let mut terminate = BytesMut::new();
+        messages::terminate(&mut terminate);
+        for b in self.backends.iter_mut().flatten() {
+            let _ = b.conn.wr.try_write(&terminate);
+        }
+        self.backends.clear();
+        self.deactivate();
+    }
+}
+
+async fn read_opt(
+    rd: Option<&mut OwnedReadHalf>,
+    buf: Option<&mut BytesMut>,
+) -> std::io::Result<usize> {
+    match (rd, buf) {
+        (Some(rd), Some(buf)) => rd.read_buf(buf).await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn write_opt(wr: Option<&mut OwnedWriteHalf>, data: &[u8]) -> std::io::Result<usize> {
+    match wr {
+        Some(wr) => wr.write(data).await,
+        None => std::future::pending().await,
+    }
+}
