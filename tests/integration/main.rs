@@ -8,6 +8,8 @@ mod auth;
 mod bad_input;
 mod cli;
 mod clients;
+mod consistency;
 mod protocol;
+mod routing;
 mod support;
 mod upstream_failure;

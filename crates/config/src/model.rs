@@ -78,7 +78,7 @@ impl Default for ConsistencyConfig {
     fn default() -> Self {
         ConsistencyConfig {
             mode: Consistency::Session,
-            wait_timeout_ms: 20,
+            wait_timeout_ms: 50,
         }
     }
 }
@@ -233,6 +233,13 @@ pub struct MonitorConfig {
     /// Timeout of one check, in milliseconds.
     #[serde(default = "default_check_timeout_ms")]
     pub timeout_ms: u64,
+    /// Consecutive failed checks before a node is considered down.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+}
+
+fn default_failure_threshold() -> u32 {
+    3
 }
 
 fn default_monitor_db() -> String {

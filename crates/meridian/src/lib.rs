@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meridian_config::Config;
 use meridian_session::ProxyState;
-use meridian_upstream::{monitor, FunctionCatalog, TopologyHandle};
+use meridian_upstream::{monitor, FunctionCatalog, ReplayTracker, TopologyHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -54,14 +54,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })?;
     let listen_addr = listener.local_addr()?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
-    let monitor = monitor::spawn(config.clone(), topology.clone());
+    let replay = Arc::new(ReplayTracker::new(config.nodes.len()));
+    let monitor = monitor::spawn(config.clone(), topology.clone(), replay.clone());
     let functions = Arc::new(FunctionCatalog::default());
     let catalog_task = meridian_upstream::spawn_function_loader(
         config.clone(),
         topology.clone(),
         functions.clone(),
     );
-    let state = Arc::new(ProxyState::new(config, topology.clone(), functions)?);
+    let state = Arc::new(ProxyState::new(
+        config,
+        topology.clone(),
+        functions,
+        replay,
+    )?);
     let (shutdown, rx) = watch::channel(false);
     let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
     tracing::info!(%listen_addr, "meridian listening");

@@ -1,6 +1,7 @@
 //! Replica choice.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use meridian_config::{Balance, RoutingConfig};
 use meridian_upstream::{Lsn, Role, Topology};
@@ -35,7 +36,14 @@ pub type Choice = Result<usize, NoReplica>;
 pub struct ReplicaChooser {
     next: AtomicUsize,
     in_use: Vec<AtomicUsize>,
+    /// Per node: until when (ms since `epoch`) sessions should avoid it because a connection to
+    /// it just failed; the monitor needs a few checks to notice.
+    suspect_until: Vec<AtomicU64>,
+    epoch: Instant,
 }
+
+/// How long a node that refused a session's connection is avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 impl ReplicaChooser {
     /// A chooser for `nodes` nodes (indices as in the topology).
@@ -43,7 +51,24 @@ impl ReplicaChooser {
         ReplicaChooser {
             next: AtomicUsize::new(0),
             in_use: (0..nodes).map(|_| AtomicUsize::new(0)).collect(),
+            suspect_until: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// A session could not connect to `node`: avoid it for reads for a short while.
+    pub fn suspect(&self, node: usize) {
+        if let Some(s) = self.suspect_until.get(node) {
+            let until = (self.epoch.elapsed() + SUSPECT_FOR).as_millis() as u64;
+            s.store(until, Ordering::Relaxed);
+        }
+    }
+
+    fn is_suspect(&self, node: usize) -> bool {
+        self.suspect_until.get(node).is_some_and(|s| {
+            let until = s.load(Ordering::Relaxed);
+            until != 0 && (self.epoch.elapsed().as_millis() as u64) < until
+        })
     }
 
     /// Records that a session started (`+1`) or stopped (`-1`) using `node`, for
@@ -66,13 +91,17 @@ impl ReplicaChooser {
             .unwrap_or(0)
     }
 
-    /// Chooses a replica for a read that must see at least `min_lsn`.
+    /// Chooses a replica for a read that must see at least `min_lsn`. `prefer` (the replica the
+    /// session used last) wins whenever it is among the best candidates, so that a session stays
+    /// on one replica; `fresh` gives a more recent replay position than the snapshot, if known.
     pub fn choose(
         &self,
         topo: &Topology,
         cfg: &RoutingConfig,
         region: &str,
         min_lsn: Lsn,
+        prefer: Option<usize>,
+        fresh: impl Fn(usize) -> Lsn,
     ) -> Choice {
         if !cfg.read_replicas {
             return Err(NoReplica::NoneHealthy);
@@ -83,7 +112,11 @@ impl ReplicaChooser {
         let mut best: [(usize, bool, u64); 16] = [(0, false, 0); 16];
         let mut n = 0;
         for (i, node) in topo.nodes.iter().enumerate() {
-            if node.role != Role::Replica || !node.healthy || Some(i) == topo.primary {
+            if node.role != Role::Replica
+                || !node.healthy
+                || Some(i) == topo.primary
+                || self.is_suspect(i)
+            {
                 continue;
             }
             any_healthy = true;
@@ -91,7 +124,7 @@ impl ReplicaChooser {
                 continue;
             }
             any_in_lag = true;
-            if node.lsn < min_lsn {
+            if node.lsn.max(fresh(i)) < min_lsn {
                 continue;
             }
             if n < best.len() {
@@ -118,6 +151,11 @@ impl ReplicaChooser {
             .unwrap_or(0);
         let tolerance = (cfg.latency_tolerance_ms * 1000.0) as u64;
         let eligible = |c: &(usize, bool, u64)| c.1 == local && c.2 <= min_rtt + tolerance;
+        if let Some(p) = prefer {
+            if cands.iter().any(|c| c.0 == p && eligible(c)) {
+                return Ok(p);
+            }
+        }
         let count = cands.iter().filter(|c| eligible(c)).count();
         let pick = match cfg.balance {
             Balance::RoundRobin => {
@@ -173,7 +211,12 @@ mod tests {
         ]);
         let c = ReplicaChooser::new(3);
         for _ in 0..10 {
-            assert_eq!(c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0)), Ok(2));
+            assert_eq!(
+                c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0), None, |_| Lsn(
+                    0
+                )),
+                Ok(2)
+            );
         }
     }
 
@@ -189,7 +232,9 @@ mod tests {
         let mut seen = [0; 4];
         for _ in 0..20 {
             let i = c
-                .choose(&t, &RoutingConfig::default(), "eu", Lsn(0))
+                .choose(&t, &RoutingConfig::default(), "eu", Lsn(0), None, |_| {
+                    Lsn(0)
+                })
                 .expect("replica");
             seen[i] += 1;
         }
@@ -208,16 +253,31 @@ mod tests {
             node("ok", Role::Replica, "eu", 900, 9_500, 500),
         ]);
         let c = ReplicaChooser::new(3);
-        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0)), Ok(2));
-        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(9_600)), Err(NoReplica::Token));
+        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0), None, |_| Lsn(0)), Ok(2));
+        assert_eq!(
+            c.choose(&t, &cfg, "eu", Lsn(9_600), None, |_| Lsn(0)),
+            Err(NoReplica::Token)
+        );
+        // A fresher position than the snapshot makes it eligible.
+        assert_eq!(
+            c.choose(&t, &cfg, "eu", Lsn(9_600), None, |i| Lsn(if i == 2 {
+                9_700
+            } else {
+                0
+            })),
+            Ok(2)
+        );
         let t2 = topo(vec![
             node("p", Role::Primary, "eu", 100, 10_000, 0),
             node("lagging", Role::Replica, "eu", 100, 5_000, 5_000),
         ]);
-        assert_eq!(c.choose(&t2, &cfg, "eu", Lsn(0)), Err(NoReplica::Lag));
+        assert_eq!(
+            c.choose(&t2, &cfg, "eu", Lsn(0), None, |_| Lsn(0)),
+            Err(NoReplica::Lag)
+        );
         let t3 = topo(vec![node("p", Role::Primary, "eu", 100, 10_000, 0)]);
         assert_eq!(
-            c.choose(&t3, &cfg, "eu", Lsn(0)),
+            c.choose(&t3, &cfg, "eu", Lsn(0), None, |_| Lsn(0)),
             Err(NoReplica::NoneHealthy)
         );
     }
@@ -237,10 +297,34 @@ mod tests {
         c.track(1, true);
         c.track(1, true);
         c.track(2, true);
-        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0)), Ok(2));
+        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0), None, |_| Lsn(0)), Ok(2));
         c.track(1, false);
         c.track(1, false);
-        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0)), Ok(1));
+        assert_eq!(c.choose(&t, &cfg, "eu", Lsn(0), None, |_| Lsn(0)), Ok(1));
+    }
+
+    #[test]
+    fn the_preferred_replica_sticks_while_it_is_among_the_best() {
+        let t = topo(vec![
+            node("p", Role::Primary, "eu", 100, 100, 0),
+            node("a", Role::Replica, "eu", 100, 100, 0),
+            node("b", Role::Replica, "eu", 100, 100, 0),
+            node("far", Role::Replica, "us", 100, 100, 0),
+        ]);
+        let c = ReplicaChooser::new(4);
+        for _ in 0..5 {
+            assert_eq!(
+                c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0), Some(2), |_| {
+                    Lsn(0)
+                }),
+                Ok(2)
+            );
+        }
+        // A preferred replica outside the best group does not stick.
+        let got = c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0), Some(3), |_| {
+            Lsn(0)
+        });
+        assert!(matches!(got, Ok(1) | Ok(2)));
     }
 
     #[test]
@@ -254,7 +338,12 @@ mod tests {
         ]);
         let c = ReplicaChooser::new(3);
         for _ in 0..5 {
-            assert_eq!(c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0)), Ok(2));
+            assert_eq!(
+                c.choose(&t, &RoutingConfig::default(), "eu", Lsn(0), None, |_| Lsn(
+                    0
+                )),
+                Ok(2)
+            );
         }
     }
 }

@@ -7,8 +7,10 @@ mod listener;
 mod session;
 mod startup;
 mod state;
+mod stats;
 
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
 pub use listener::serve;
 pub use state::{ProxyState, UserAuth};
+pub use stats::{Stats, WAIT_BUCKETS_MS};

@@ -25,6 +25,9 @@ pub struct Authenticated {
     pub database: String,
     /// Every other startup parameter, passed upstream.
     pub params: Vec<(String, String)>,
+    /// `meridian.*` settings given at startup (as parameters or `-c` options), applied by the
+    /// session instead of being sent upstream.
+    pub meridian: Vec<(String, String)>,
 }
 
 /// What the startup phase ended with.
@@ -105,12 +108,29 @@ pub async fn handshake(
         out.clear();
     }
 
+    let mut meridian = Vec::new();
+    let mut params = Vec::with_capacity(rest.len());
+    for (k, v) in rest {
+        if k.starts_with("meridian.") {
+            meridian.push((k, v));
+        } else if k == "options" {
+            let (kept, ours) = split_options(&v);
+            meridian.extend(ours);
+            if !kept.is_empty() {
+                params.push((k, kept));
+            }
+        } else {
+            params.push((k, v));
+        }
+    }
+
     authenticate(stream, buf, state, &user).await?;
     info!(%user, %database, "client authenticated");
     Ok(Outcome::Session(Authenticated {
         user,
         database,
-        params: rest,
+        params,
+        meridian,
     }))
 }
 
@@ -223,4 +243,87 @@ fn is_false(v: &str) -> bool {
         v.trim().to_ascii_lowercase().as_str(),
         "false" | "off" | "no" | "0" | "f" | "n"
     )
+}
+
+/// Splits a startup `options` string into the part for the server and the `meridian.*`
+/// settings it carries (`-c meridian.x=y`, `-cmeridian.x=y` or `--meridian.x=y`). Words are
+/// separated by spaces; a backslash escapes the next character, as libpq does.
+pub fn split_options(options: &str) -> (String, Vec<(String, String)>) {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                    in_word = true;
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    let mut kept: Vec<String> = Vec::new();
+    let mut ours = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let (setting, used) = if w == "-c" {
+            (words.get(i + 1).map(String::as_str), 2)
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            (Some(rest), 1)
+        } else if let Some(rest) = w.strip_prefix("--") {
+            (Some(rest), 1)
+        } else {
+            (None, 1)
+        };
+        match setting.and_then(|s| s.split_once('=')) {
+            Some((k, v)) if k.starts_with("meridian.") => {
+                ours.push((k.to_string(), v.to_string()));
+            }
+            _ => {
+                for w in words.iter().skip(i).take(used) {
+                    kept.push(w.replace('\\', "\\\\").replace(' ', "\\ "));
+                }
+            }
+        }
+        i += used;
+    }
+    (kept.join(" "), ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_options;
+
+    #[test]
+    fn meridian_settings_are_taken_out_of_options() {
+        let (kept, ours) = split_options(
+            "-c meridian.min_lsn=0/3000148 -c statement_timeout=5s --meridian.consistency=strong",
+        );
+        assert_eq!(kept, "-c statement_timeout=5s");
+        assert_eq!(
+            ours,
+            vec![
+                ("meridian.min_lsn".to_string(), "0/3000148".to_string()),
+                ("meridian.consistency".to_string(), "strong".to_string())
+            ]
+        );
+        let (kept, ours) = split_options("-csearch_path=a\\ b");
+        assert_eq!(kept, "-csearch_path=a\\ b");
+        assert!(ours.is_empty());
+    }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use meridian_classify::{ClassifyCache, FunctionOverrides};
 use meridian_config::{AuthMethod, Config};
 use meridian_router::ReplicaChooser;
-use meridian_upstream::{FunctionCatalog, TopologyHandle};
+use meridian_upstream::{FunctionCatalog, ReplayTracker, TopologyHandle};
+
+use crate::stats::Stats;
 use meridian_wire::auth::ScramSecret;
 use meridian_wire::WireError;
 
@@ -44,6 +46,10 @@ pub struct ProxyState {
     pub functions: Arc<FunctionCatalog>,
     /// Replica choice and balance state.
     pub chooser: ReplicaChooser,
+    /// Fresh replay positions, for read-your-writes waits.
+    pub replay: Arc<ReplayTracker>,
+    /// Counters for metrics.
+    pub stats: Stats,
 }
 
 impl ProxyState {
@@ -52,6 +58,7 @@ impl ProxyState {
         config: Arc<Config>,
         topology: TopologyHandle,
         functions: Arc<FunctionCatalog>,
+        replay: Arc<ReplayTracker>,
     ) -> Result<Self, WireError> {
         let mut users = HashMap::new();
         for u in &config.users {
@@ -77,6 +84,8 @@ impl ProxyState {
             overrides,
             functions,
             chooser,
+            replay,
+            stats: Stats::default(),
             config,
             users,
             topology,

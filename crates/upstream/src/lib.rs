@@ -6,10 +6,12 @@ mod error;
 mod functions;
 mod lsn;
 pub mod monitor;
+pub mod replay;
 mod topology;
 
 pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
 pub use error::UpstreamError;
 pub use functions::{spawn_loader as spawn_function_loader, FunctionCatalog, Volatility};
 pub use lsn::{BadLsn, Lsn};
+pub use replay::ReplayTracker;
 pub use topology::{NodeState, Role, Topology, TopologyHandle};

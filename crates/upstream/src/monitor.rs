@@ -9,7 +9,7 @@ use meridian_config::Config;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, warn};
 
-use crate::{Lsn, NodeState, Role, Topology, TopologyHandle};
+use crate::{Lsn, NodeState, ReplayTracker, Role, Topology, TopologyHandle};
 
 /// One round trip: role, positions and replay delay.
 const HEALTH_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -55,7 +55,11 @@ pub fn initial_topology(config: &Config) -> Topology {
 
 /// Starts the monitor tasks; they run until the returned handle's tasks are aborted
 /// (dropping the `MonitorTasks` aborts them).
-pub fn spawn(config: Arc<Config>, topology: TopologyHandle) -> MonitorTasks {
+pub fn spawn(
+    config: Arc<Config>,
+    topology: TopologyHandle,
+    tracker: Arc<ReplayTracker>,
+) -> MonitorTasks {
     let probes: Arc<Mutex<Vec<Option<Probe>>>> =
         Arc::new(Mutex::new(vec![None; config.nodes.len()]));
     let mut tasks = Vec::new();
@@ -63,10 +67,12 @@ pub fn spawn(config: Arc<Config>, topology: TopologyHandle) -> MonitorTasks {
         let config = config.clone();
         let topology = topology.clone();
         let probes = probes.clone();
+        let tracker = tracker.clone();
         tasks.push(tokio::spawn(async move {
-            node_loop(index, config, topology, probes).await;
+            node_loop(index, config, topology, probes, tracker).await;
         }));
     }
+    tasks.extend(crate::replay::spawn_pollers(config, topology, tracker));
     MonitorTasks { tasks }
 }
 
@@ -88,11 +94,16 @@ async fn node_loop(
     config: Arc<Config>,
     topology: TopologyHandle,
     probes: Arc<Mutex<Vec<Option<Probe>>>>,
+    tracker: Arc<ReplayTracker>,
 ) {
     let interval = Duration::from_millis(config.monitor.interval_ms);
     let timeout = Duration::from_millis(config.monitor.timeout_ms);
     let mut client: Option<Client> = None;
     let mut smoothed_rtt: Option<Duration> = None;
+    // A node is declared down only after `failure_threshold` consecutive failed checks; until
+    // then its last good probe stands.
+    let mut last_good: Option<Probe> = None;
+    let mut failures: u32 = 0;
     loop {
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, check(index, &config, &mut client)).await;
@@ -104,17 +115,22 @@ async fn node_loop(
                 };
                 smoothed_rtt = Some(rtt);
                 p.rtt = rtt;
+                tracker.observe(index, p.lsn);
+                failures = 0;
+                last_good = Some(p);
                 Some(p)
             }
             Ok(Err(e)) => {
                 debug!(node = %config.nodes[index].name, error = %e, "health check failed");
                 client = None;
-                None
+                failures += 1;
+                last_good.filter(|_| failures < config.monitor.failure_threshold)
             }
             Err(_) => {
                 debug!(node = %config.nodes[index].name, "health check timed out");
                 client = None;
-                None
+                failures += 1;
+                last_good.filter(|_| failures < config.monitor.failure_threshold)
             }
         };
         let snapshot = {

@@ -9,8 +9,22 @@ use meridian_wire::tag::backend;
 use meridian_wire::{frame, messages, parse};
 use tracing::warn;
 
+use meridian_upstream::Lsn;
+
 use super::state::Change;
 use super::{Flow, Session};
+use crate::Stats;
+
+/// The first column of a DataRow as text (for the probe's single value).
+fn first_text_column(body: &[u8]) -> Option<&str> {
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?).ok()
+}
 
 /// One server connection of a session, with what the proxy knows is set up on it.
 #[derive(Debug)]
@@ -34,6 +48,16 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
+    /// Whether an idle connection still looks usable: nothing may have arrived on it since its
+    /// last ReadyForQuery (a server that ends a session sends an ErrorResponse and closes).
+    pub fn idle_and_alive(&mut self) -> bool {
+        if !self.conn.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.conn.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     pub fn new(conn: BackendConn) -> Self {
         Backend {
             conn,
@@ -53,8 +77,9 @@ impl Backend {
 enum Event {
     Ready(u8),
     Error { fatal: bool },
-    Command(bool),
+    Command(Option<&'static str>),
     CopyIn,
+    ProbeRow(Option<Lsn>),
     Other,
 }
 
@@ -67,7 +92,14 @@ pub(crate) enum Owner {
         error: bool,
         /// Opened by a Sync (extended protocol) rather than a Query.
         sync: bool,
+        /// A write-position probe follows: hold this ReadyForQuery until it answers.
+        probe: bool,
+        /// The probe is sent only once this request has finished (COPY FROM STDIN).
+        probe_later: bool,
     },
+    /// `SELECT pg_current_wal_insert_lsn()` sent behind a request on the primary: its answer
+    /// becomes the session's token.
+    Probe,
     /// A request Meridian made on the client's behalf (replaying settings or statements): its
     /// replies are not forwarded.
     Silent,
@@ -80,6 +112,8 @@ impl Owner {
             change,
             error: false,
             sync: false,
+            probe: false,
+            probe_later: false,
         }
     }
 
@@ -89,6 +123,8 @@ impl Owner {
             change,
             error: false,
             sync: true,
+            probe: false,
+            probe_later: false,
         }
     }
 }
@@ -114,8 +150,18 @@ impl Session {
                     Ok(_) => break,
                     Err(e) => return Err(format!("invalid message from server: {e}")),
                 };
-                let silent = matches!(self.owners.front(), Some(Owner::Silent));
+                let silent = matches!(self.owners.front(), Some(Owner::Silent | Owner::Probe));
+                let held = h.tag == backend::READY_FOR_QUERY
+                    && matches!(self.owners.front(), Some(Owner::Client { probe: true, .. }));
+                // A server that ends an idle session (shutdown, pg_terminate_backend) says why
+                // in an ErrorResponse nobody asked for: the client is not in a transaction
+                // and loses nothing, so it is not told; the next statement goes elsewhere.
+                let unsolicited = h.tag == backend::ERROR_RESPONSE
+                    && self.owners.is_empty()
+                    && self.tx_status == b'I';
                 let swallow = silent
+                    || held
+                    || unsolicited
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
                     || (h.tag == backend::CLOSE_COMPLETE && b.swallow_close > 0);
                 let interesting = matches!(
@@ -159,7 +205,14 @@ impl Session {
                         Err(_) => Event::Error { fatal: false },
                     },
                     backend::COMMAND_COMPLETE => {
-                        Event::Command(parse::command_complete(body) == Ok("COMMIT"))
+                        Event::Command(match parse::command_complete(body) {
+                            Ok("COMMIT") => Some("COMMIT"),
+                            Ok("ROLLBACK") => Some("ROLLBACK"),
+                            _ => None,
+                        })
+                    }
+                    backend::DATA_ROW if matches!(self.owners.front(), Some(Owner::Probe)) => {
+                        Event::ProbeRow(first_text_column(body).and_then(|t| t.parse().ok()))
                     }
                     backend::COPY_IN_RESPONSE => Event::CopyIn,
                     _ => Event::Other,
@@ -181,12 +234,16 @@ impl Session {
                     self.ready(status);
                 }
                 Event::Error { fatal } => {
-                    self.fatal_seen |= fatal;
+                    self.fatal_seen |= fatal && !swallow;
                     if let Some(Owner::Client { error, .. }) = self.owners.front_mut() {
                         *error = true;
                     }
                 }
-                Event::Command(commit) => self.sstate.last_command_commit = commit,
+                Event::Command(tag) => {
+                    self.sstate.last_command_commit = tag == Some("COMMIT");
+                    self.last_command_rollback = tag == Some("ROLLBACK");
+                }
+                Event::ProbeRow(lsn) => self.probe_lsn = lsn,
                 Event::CopyIn => {
                     // Postgres ignores Sync while in copy-in mode: the Sync that closed this batch
                     // brings no ReadyForQuery; the one the client sends after CopyDone does, and
@@ -204,8 +261,24 @@ impl Session {
     fn ready(&mut self, status: u8) {
         let was = self.tx_status;
         match self.owners.pop_front() {
-            Some(Owner::Client { change, error, .. }) => {
+            Some(Owner::Client {
+                change,
+                error,
+                probe,
+                probe_later,
+                ..
+            }) => {
                 self.tx_status = status;
+                if probe {
+                    self.held_ready = Some(status);
+                    self.probe_ok = !error && status == b'I' && !self.last_command_rollback;
+                    if probe_later {
+                        // Nothing can be pipelined behind a COPY FROM STDIN, so the probe's
+                        // answer is the next thing the server sends.
+                        messages::query(&mut self.to_backend, super::frontend::PROBE_SQL);
+                        self.owners.push_front(Owner::Probe);
+                    }
+                }
                 let before = self.sstate.seq();
                 if let (Some(change), false) = (change, error) {
                     self.sstate.succeeded(change, status != b'I');
@@ -221,6 +294,20 @@ impl Session {
                     }
                 }
             }
+            Some(Owner::Probe) => {
+                let lsn = self.probe_lsn.take();
+                if let (true, Some(lsn)) = (std::mem::take(&mut self.probe_ok), lsn) {
+                    if lsn > self.token {
+                        self.token = lsn;
+                        Stats::inc(&self.state.stats.tokens_recorded);
+                        let text = lsn.to_string();
+                        messages::parameter_status(&mut self.to_client, "meridian.lsn", &text);
+                    }
+                }
+                if let Some(held) = self.held_ready.take() {
+                    messages::ready_for_query(&mut self.to_client, held);
+                }
+            }
             Some(Owner::Silent) | None => {}
         }
     }
@@ -234,7 +321,6 @@ impl Session {
         self.backends[node] = None;
         self.deactivate();
         self.to_backend.clear();
-        self.batch_target = None;
         let name = self
             .state
             .config
@@ -242,12 +328,25 @@ impl Session {
             .get(node)
             .map(|n| n.name.as_str())
             .unwrap_or("?");
-        let client_waiting = self
+        let mut client_waiting = self
             .owners
             .iter()
             .filter(|o| matches!(o, Owner::Client { .. }))
             .count();
         self.owners.clear();
+        // A reply already complete but held for its probe is released as it stands.
+        if let Some(held) = self.held_ready.take() {
+            messages::ready_for_query(&mut self.to_client, held);
+        }
+        self.probe_ok = false;
+        self.probe_lsn = None;
+        let flushed = self.batch_target.take().is_some();
+        if flushed {
+            // A flushed batch was waiting for results: it gets the error, and its Sync the
+            // ReadyForQuery.
+            client_waiting += 1;
+            self.discard_until_sync = true;
+        }
         warn!(node = name, %detail, client_waiting, "server connection lost");
         if self.fatal_seen {
             // The server already told the client why (e.g. 57P01 admin_shutdown); mirror Postgres
@@ -264,13 +363,16 @@ impl Session {
             );
             return Flow::Close;
         }
-        if client_waiting > 0 {
+        // Every request still waiting gets an error of its own, then its ReadyForQuery (a flushed
+        // batch gets its ReadyForQuery when its Sync arrives).
+        let ready_now = client_waiting - usize::from(flushed);
+        for i in 0..client_waiting {
             self.queue_error(
                 "ERROR",
                 "08006",
                 &format!("server connection lost: {detail}"),
             );
-            for _ in 0..client_waiting {
+            if i < ready_now {
                 messages::ready_for_query(&mut self.to_client, b'I');
             }
         }

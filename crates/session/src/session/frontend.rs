@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use meridian_classify::{Classification, DiscardScope, StatementKind};
+use meridian_config::Consistency;
 use meridian_upstream::UpstreamError;
 use meridian_wire::tag::frontend;
 use meridian_wire::{frame, messages, parse};
@@ -143,7 +144,40 @@ impl Session {
         }
         self.forward_client(len);
         self.owners.push_back(Owner::query(change));
+        let leaves_idle = match &class.kind {
+            StatementKind::TxEnd => true,
+            StatementKind::TxBegin { .. } | StatementKind::Empty => false,
+            k if k.is_session_state() => false,
+            _ => self.tx_status == b'I',
+        };
+        self.maybe_probe(node, leaves_idle, class.reason == "copy from");
         Ok(Step::Done)
+    }
+
+    /// Behind a request that leaves the session idle on the primary, asks for the WAL insert
+    /// position: once the request has committed, that position covers everything it wrote (and
+    /// everything it read), and becomes the session's token.
+    /// `copy_in`: the request may put the server in copy-in mode, where a pipelined query would
+    /// be a protocol violation; the probe is then sent once the request has finished.
+    fn maybe_probe(&mut self, node: usize, leaves_idle: bool, copy_in: bool) {
+        if !leaves_idle
+            || self.consistency == Consistency::Eventual
+            || self.state.topology.load().primary != Some(node)
+        {
+            return;
+        }
+        if let Some(Owner::Client {
+            probe, probe_later, ..
+        }) = self.owners.back_mut()
+        {
+            *probe = true;
+            if copy_in {
+                *probe_later = true;
+            } else {
+                messages::query(&mut self.to_backend, PROBE_SQL);
+                self.owners.push_back(Owner::Probe);
+            }
+        }
     }
 
     async fn on_function_call(&mut self, len: usize) -> Result<Step, SessionError> {
@@ -225,6 +259,14 @@ impl Session {
                 if let Some(class) = class {
                     let want = self.want(&class);
                     self.batch_route.add(want);
+                    match &class.kind {
+                        StatementKind::TxBegin { .. } => self.batch_exec.begin = true,
+                        StatementKind::TxEnd => self.batch_exec.end = true,
+                        StatementKind::Empty => {}
+                        k if k.is_session_state() => {}
+                        _ => self.batch_exec.work = true,
+                    }
+                    self.batch_exec.copy_in |= class.reason == "copy from";
                 }
             }
             _ => {}
@@ -273,6 +315,9 @@ impl Session {
             self.owners.push_back(Owner::sync(change));
             self.batch_target = None;
             self.batch_route = Need::default();
+            let exec = std::mem::take(&mut self.batch_exec);
+            let leaves_idle = exec.end || (exec.work && !exec.begin && self.tx_status == b'I');
+            self.maybe_probe(node, leaves_idle, exec.copy_in);
         }
         let _ = node;
         Ok(Step::Done)
@@ -294,6 +339,7 @@ impl Session {
                 self.batch_target = None;
                 self.batch_route = Need::default();
                 self.batch_change = None;
+                self.batch_exec = ExecFlags::default();
                 self.queue_upstream_error(&e);
                 self.discard_until_sync = true;
                 return Ok(Step::Done);
@@ -476,7 +522,31 @@ impl Session {
             if !self.owners.is_empty() || !self.to_backend.is_empty() {
                 return Switched::Stall;
             }
+            // A connection left idle may have been closed by its server meanwhile.
+            if let Some(b) = self.backends[target].as_mut() {
+                if !b.idle_and_alive() {
+                    debug!(
+                        node = target,
+                        "idle server connection went away; reconnecting"
+                    );
+                    self.backends[target] = None;
+                }
+            }
             if let Err(e) = self.ensure_backend(target).await {
+                // A read bound for a replica that refuses connections goes to the primary
+                // instead (and other sessions avoid that replica until the monitor catches up).
+                let primary = self.state.topology.load().primary;
+                if reason.starts_with("read") && primary.is_some_and(|p| p != target) {
+                    self.state.chooser.suspect(target);
+                    if self.read_replica == Some(target) {
+                        self.read_replica = None;
+                    }
+                    tracing::info!(node = target, error = %e, "replica unreachable; read goes to the primary");
+                    return Box::pin(
+                        self.switch_to(self.primary().await.map(|p| (p, "replica unreachable"))),
+                    )
+                    .await;
+                }
                 return Switched::Failed(e);
             }
             self.activate(target);
@@ -507,6 +577,22 @@ impl Session {
             self.owners.extend(injected);
         }
     }
+}
+
+/// The write-position probe sent behind requests on the primary.
+pub(super) const PROBE_SQL: &str = "SELECT pg_current_wal_insert_lsn()";
+
+/// What the statements a batch executes (its Binds) do to the transaction.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ExecFlags {
+    /// Starts a transaction.
+    pub begin: bool,
+    /// Ends one.
+    pub end: bool,
+    /// Does something other than transaction control or session state.
+    pub work: bool,
+    /// May enter copy-in mode.
+    pub copy_in: bool,
 }
 
 /// Result of trying to make a node the active backend.

@@ -56,7 +56,7 @@ impl Session {
     }
 
     /// Changes (or with `None`, resets) a Meridian setting.
-    fn set_meridian_setting(
+    pub(super) fn set_meridian_setting(
         &mut self,
         name: &str,
         value: Option<&str>,

@@ -73,6 +73,8 @@ pub struct Session {
     batch_route: route::Need,
     /// A statement in the batch pins the session to the primary.
     batch_pins: bool,
+    /// What the batch's executed statements do to the transaction.
+    batch_exec: frontend::ExecFlags,
     /// A session setting the batch makes, kept if it succeeds.
     batch_change: Option<state::Change>,
     /// The server entered copy-in mode for an extended-protocol batch: the client's next Sync
@@ -98,6 +100,19 @@ pub struct Session {
     min_lsn: meridian_upstream::Lsn,
     /// `meridian.lsn`: the WAL position of this session's last write.
     token: meridian_upstream::Lsn,
+    /// The highest replay position of any replica this session read from (monotonic reads).
+    seen: meridian_upstream::Lsn,
+    /// The replica this session reads from while it stays eligible.
+    read_replica: Option<usize>,
+    /// A client ReadyForQuery held back until the write-position probe behind it answers, so the
+    /// client learns its new `meridian.lsn` before it can send anything else.
+    held_ready: Option<u8>,
+    /// The request the pending probe follows succeeded and committed.
+    probe_ok: bool,
+    /// The last CommandComplete was `ROLLBACK` (a failed or rolled-back transaction).
+    last_command_rollback: bool,
+    /// The position the pending probe returned.
+    probe_lsn: Option<meridian_upstream::Lsn>,
 }
 
 impl Session {
@@ -131,6 +146,7 @@ impl Session {
             batch: BytesMut::new(),
             batch_route: route::Need::default(),
             batch_pins: false,
+            batch_exec: frontend::ExecFlags::default(),
             batch_change: None,
             terminating: false,
             copy_sync_absorbed: false,
@@ -143,7 +159,21 @@ impl Session {
             consistency,
             min_lsn: meridian_upstream::Lsn::ZERO,
             token: meridian_upstream::Lsn::ZERO,
+            seen: meridian_upstream::Lsn::ZERO,
+            read_replica: None,
+            held_ready: None,
+            probe_ok: false,
+            last_command_rollback: false,
+            probe_lsn: None,
         };
+        let startup_settings = std::mem::take(&mut session.auth.meridian);
+        for (name, value) in &startup_settings {
+            if let Err((code, message)) = session.set_meridian_setting(name, Some(value)) {
+                session.queue_error("FATAL", code, &message);
+                session.flush_and_close().await;
+                return Err(SessionError::Protocol(message));
+            }
+        }
         match session.greet().await {
             Ok(()) => session.run().await,
             Err(e) => {

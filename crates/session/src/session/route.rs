@@ -2,11 +2,16 @@
 //! session is); the wants of everything up to a statement boundary combine into a `Need`, which
 //! is resolved against the session (open transaction, pins) and the topology.
 
+use std::time::{Duration, Instant};
+
 use meridian_classify::{Classification, Hint, StatementKind};
-use meridian_upstream::{UpstreamError, Volatility};
+use meridian_config::Consistency;
+use meridian_router::NoReplica;
+use meridian_upstream::{Lsn, UpstreamError, Volatility};
 use tracing::debug;
 
 use super::Session;
+use crate::Stats;
 
 /// What a batch of statements needs, combined over its statements.
 #[derive(Debug, Default, Clone, Copy)]
@@ -96,7 +101,10 @@ impl Session {
     }
 
     /// Resolves a need to a node index, with the reason for logs.
-    pub(super) async fn resolve(&self, need: Need) -> Result<(usize, &'static str), UpstreamError> {
+    pub(super) async fn resolve(
+        &mut self,
+        need: Need,
+    ) -> Result<(usize, &'static str), UpstreamError> {
         if self.tx_status != b'I' {
             if let Some(a) = self.active {
                 return Ok((a, "transaction"));
@@ -114,18 +122,67 @@ impl Session {
                 None => Ok((self.primary().await?, "session")),
             };
         }
-        let topo = self.state.topology.load();
-        let cfg = &self.state.config;
-        match self.state.chooser.choose(
-            &topo,
-            &cfg.routing,
-            &cfg.proxy.region,
-            meridian_upstream::Lsn::ZERO,
-        ) {
-            Ok(i) => Ok((i, "read")),
+        self.read_target().await
+    }
+
+    /// Where a read goes under the session's consistency mode.
+    async fn read_target(&mut self) -> Result<(usize, &'static str), UpstreamError> {
+        let state = self.state.clone();
+        let stats = &state.stats;
+        let (required, prefer) = match self.consistency {
+            Consistency::Strong => {
+                Stats::inc(&stats.reads_primary_strong);
+                return Ok((self.primary().await?, "strong"));
+            }
+            Consistency::Eventual => (self.min_lsn, None),
+            Consistency::Session => (
+                self.token.max(self.min_lsn).max(self.seen),
+                self.read_replica,
+            ),
+        };
+        let topo = state.topology.load();
+        let cfg = &state.config;
+        let replay = &state.replay;
+        let choose = |min: Lsn| {
+            state
+                .chooser
+                .choose(&topo, &cfg.routing, &cfg.proxy.region, min, prefer, |i| {
+                    replay.current(i)
+                })
+        };
+        let chosen = match choose(required) {
+            Ok(i) => Some((i, "read")),
+            Err(NoReplica::Token) => match choose(Lsn::ZERO) {
+                // A replica within the lag limits has not replayed the session's position yet:
+                // wait a little for it rather than load the primary.
+                Ok(candidate) => {
+                    let wait = Duration::from_millis(cfg.consistency.wait_timeout_ms);
+                    let started = Instant::now();
+                    let reached = replay.wait(candidate, required, wait).await;
+                    stats.observe_wait(started.elapsed());
+                    reached.then_some((candidate, "read after catch-up"))
+                }
+                Err(_) => None,
+            },
             Err(why) => {
+                Stats::inc(&stats.reads_primary_fallback);
                 debug!(why = why.as_str(), "no replica for read, using the primary");
-                Ok((self.primary().await?, "fallback"))
+                return Ok((self.primary().await?, why.as_str()));
+            }
+        };
+        match chosen {
+            Some((node, reason)) => {
+                Stats::inc(&stats.reads_replica);
+                if self.consistency == Consistency::Session {
+                    self.read_replica = Some(node);
+                    let node_lsn = topo.nodes.get(node).map(|n| n.lsn).unwrap_or_default();
+                    self.seen = self.seen.max(node_lsn.max(replay.current(node)));
+                }
+                Ok((node, reason))
+            }
+            None => {
+                Stats::inc(&stats.reads_primary_token);
+                Ok((self.primary().await?, "token"))
             }
         }
     }
