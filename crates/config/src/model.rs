@@ -23,6 +23,57 @@ pub struct Config {
     /// Read-your-writes and monotonic reads.
     #[serde(default)]
     pub consistency: ConsistencyConfig,
+    /// Health loop and automatic failover.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+}
+
+/// `[failover]`: the health loop and what happens when the primary dies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Promote a replica automatically when the primary is down. With `false`, Meridian only
+    /// reports; `meridian ctl failover` still works.
+    pub automatic: bool,
+    /// How often every node is health-checked, in milliseconds.
+    pub check_interval_ms: u64,
+    /// Consecutive failed checks before a node is considered down.
+    pub failure_threshold: u32,
+    /// Consecutive good checks before a down node is considered up again.
+    pub success_threshold: u32,
+    /// How long a statement that needs the primary waits for one (during a failover or
+    /// switchover) before it fails with 57P03, in milliseconds.
+    pub hold_timeout_ms: u64,
+    /// Least time between two automatic failovers, in seconds.
+    pub cooldown_s: u64,
+    /// Promote only if the replicas have lost the primary too (`pg_stat_wal_receiver`): a
+    /// primary the replicas still stream from is alive, and only Meridian is cut off.
+    pub require_witness: bool,
+    /// Promote even if no replica has every write Meridian acknowledged (reporting the lost
+    /// WAL range). Off by default: no acknowledged write is ever given up silently.
+    pub allow_data_loss: bool,
+    /// Shell command run when a node is fenced (environment: MERIDIAN_FENCED_NODE,
+    /// MERIDIAN_FENCED_HOST, MERIDIAN_FENCED_PORT, MERIDIAN_NEW_PRIMARY).
+    pub fence_command: Option<String>,
+    /// How long a promotion (and the new primary catching up first) may take, in seconds.
+    pub promote_timeout_s: u64,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            automatic: true,
+            check_interval_ms: 250,
+            failure_threshold: 3,
+            success_threshold: 2,
+            hold_timeout_ms: 10_000,
+            cooldown_s: 60,
+            require_witness: true,
+            allow_data_loss: false,
+            fence_command: None,
+            promote_timeout_s: 10,
+        }
+    }
 }
 
 /// What a session's reads may see.
@@ -98,7 +149,12 @@ pub enum Balance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
-    /// Send reads to replicas at all. With `false` every statement goes to the primary.
+    /// Forward every statement to the primary without classifying it: no read routing, no
+    /// read-your-writes tokens, no `meridian.*` settings. A baseline for benchmarks and a
+    /// fallback switch.
+    pub passthrough: bool,
+    /// Send reads to replicas at all. With `false` every statement goes to the primary (still
+    /// classified, so `meridian.*` settings and tokens work).
     pub read_replicas: bool,
     /// A replica further behind the primary than this many bytes of WAL gets no reads.
     pub max_replica_lag_bytes: u64,
@@ -125,6 +181,7 @@ pub struct RoutingConfig {
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
+            passthrough: false,
             read_replicas: true,
             max_replica_lag_bytes: 16 * 1024 * 1024,
             max_replica_lag_ms: 10_000,
@@ -227,26 +284,13 @@ pub struct MonitorConfig {
     /// Database to connect to.
     #[serde(default = "default_monitor_db")]
     pub database: String,
-    /// How often each node is checked, in milliseconds.
-    #[serde(default = "default_interval_ms")]
-    pub interval_ms: u64,
     /// Timeout of one check, in milliseconds.
     #[serde(default = "default_check_timeout_ms")]
     pub timeout_ms: u64,
-    /// Consecutive failed checks before a node is considered down.
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-}
-
-fn default_failure_threshold() -> u32 {
-    3
 }
 
 fn default_monitor_db() -> String {
     "postgres".into()
-}
-fn default_interval_ms() -> u64 {
-    500
 }
 fn default_check_timeout_ms() -> u64 {
     1_000

@@ -55,11 +55,22 @@ impl Config {
             &self.monitor.password_env,
         )?);
         self.monitor.password_env = None;
-        if self.monitor.interval_ms == 0 {
-            return Err(ConfigError::invalid(
-                "monitor.interval_ms",
-                "must be at least 1",
-            ));
+        for (key, value) in [
+            ("monitor.timeout_ms", self.monitor.timeout_ms),
+            ("failover.check_interval_ms", self.failover.check_interval_ms),
+            ("failover.failure_threshold", u64::from(self.failover.failure_threshold)),
+            ("failover.success_threshold", u64::from(self.failover.success_threshold)),
+            ("failover.hold_timeout_ms", self.failover.hold_timeout_ms),
+            ("failover.promote_timeout_s", self.failover.promote_timeout_s),
+            ("proxy.startup_timeout_ms", self.proxy.startup_timeout_ms),
+            ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.monitor.user.is_empty() {
+            return Err(ConfigError::invalid("monitor.user", "must not be empty"));
         }
         if self.nodes.is_empty() {
             return Err(ConfigError::invalid(

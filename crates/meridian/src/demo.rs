@@ -16,7 +16,9 @@ region = "local"
 user = "{su}"
 password = "{su_pw}"
 database = "postgres"
-interval_ms = 200
+
+[failover]
+check_interval_ms = 200
 
 [[users]]
 name = "{app}"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meridian_config::Config;
 use meridian_session::ProxyState;
-use meridian_upstream::{monitor, FunctionCatalog, ReplayTracker, TopologyHandle};
+use meridian_upstream::{monitor, FunctionCatalog, Ha, ReplayTracker, TopologyHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,6 +21,9 @@ pub struct Running {
     pub topology: TopologyHandle,
     /// Shared state (configuration, users, cancel keys).
     pub state: Arc<ProxyState>,
+    /// The failover controller.
+    pub ha: Arc<Ha>,
+    ha_task: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     listener_task: tokio::task::JoinHandle<()>,
     catalog_task: tokio::task::JoinHandle<()>,
@@ -40,6 +43,7 @@ impl Drop for Running {
         let _ = self.shutdown.send(true);
         self.listener_task.abort();
         self.catalog_task.abort();
+        self.ha_task.abort();
     }
 }
 
@@ -62,11 +66,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         topology.clone(),
         functions.clone(),
     );
+    let ha = Arc::new(Ha::new(config.clone(), topology.clone()));
+    let ha_task = tokio::spawn(ha.clone().run());
     let state = Arc::new(ProxyState::new(
         config,
         topology.clone(),
         functions,
         replay,
+        ha.clone(),
     )?);
     let (shutdown, rx) = watch::channel(false);
     let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
@@ -75,6 +82,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         listen_addr,
         topology,
         state,
+        ha,
+        ha_task,
         shutdown,
         listener_task,
         catalog_task,

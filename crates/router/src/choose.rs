@@ -114,6 +114,7 @@ impl ReplicaChooser {
         for (i, node) in topo.nodes.iter().enumerate() {
             if node.role != Role::Replica
                 || !node.healthy
+                || node.fenced
                 || Some(i) == topo.primary
                 || self.is_suspect(i)
             {
@@ -191,6 +192,7 @@ mod tests {
             lag_ms: 0,
             rtt_us,
             last_ok: None,
+            fenced: false,
         }
     }
 

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meridian_classify::{ClassifyCache, FunctionOverrides};
+use meridian_classify::{Classification, ClassifyCache, FunctionOverrides};
 use meridian_config::{AuthMethod, Config};
 use meridian_router::ReplicaChooser;
-use meridian_upstream::{FunctionCatalog, ReplayTracker, TopologyHandle};
+use meridian_upstream::{FunctionCatalog, Ha, ReplayTracker, TopologyHandle};
 
 use crate::stats::Stats;
 use meridian_wire::auth::ScramSecret;
@@ -50,6 +50,10 @@ pub struct ProxyState {
     pub replay: Arc<ReplayTracker>,
     /// Counters for metrics.
     pub stats: Stats,
+    /// The classification every statement gets in passthrough mode: primary, unexamined.
+    pub passthrough: Arc<Classification>,
+    /// Failover controller (also tracks the highest acknowledged write position).
+    pub ha: Arc<Ha>,
 }
 
 impl ProxyState {
@@ -59,6 +63,7 @@ impl ProxyState {
         topology: TopologyHandle,
         functions: Arc<FunctionCatalog>,
         replay: Arc<ReplayTracker>,
+        ha: Arc<Ha>,
     ) -> Result<Self, WireError> {
         let mut users = HashMap::new();
         for u in &config.users {
@@ -86,6 +91,8 @@ impl ProxyState {
             chooser,
             replay,
             stats: Stats::default(),
+            passthrough: Arc::new(Classification::write("passthrough")),
+            ha,
             config,
             users,
             topology,

@@ -46,3 +46,32 @@ impl Stats {
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 }
+
+/// Hooks the session calls on its hot path; the metrics side gives them their meaning.
+impl Stats {
+    /// A statement (or batch) was routed to a node in `role` (`primary` or `replica`) for
+    /// `reason` (a short static label such as `write`, `read`, `transaction`, `token`, `lag`).
+    pub fn routed(&self, role: &'static str, reason: &'static str) {
+        let _ = (role, reason);
+    }
+
+    /// A server connection to `node` was opened.
+    pub fn server_opened(&self, node: usize) {
+        let _ = node;
+    }
+
+    /// A server connection to `node` was closed.
+    pub fn server_closed(&self, node: usize) {
+        let _ = node;
+    }
+
+    /// Bytes moved: from the client to servers, and from servers to the client.
+    pub fn bytes(&self, client_to_server: u64, server_to_client: u64) {
+        let _ = (client_to_server, server_to_client);
+    }
+
+    /// A client request finished after `seconds` on a node in `role`.
+    pub fn query_done(&self, role: &'static str, seconds: f64) {
+        let _ = (role, seconds);
+    }
+}

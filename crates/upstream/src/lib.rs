@@ -3,6 +3,7 @@
 
 mod conn;
 mod error;
+pub mod failover;
 mod functions;
 mod lsn;
 pub mod monitor;
@@ -11,6 +12,7 @@ mod topology;
 
 pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
 pub use error::UpstreamError;
+pub use failover::{Ha, HaEvent, HaReport};
 pub use functions::{spawn_loader as spawn_function_loader, FunctionCatalog, Volatility};
 pub use lsn::{BadLsn, Lsn};
 pub use replay::ReplayTracker;

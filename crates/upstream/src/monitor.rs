@@ -46,6 +46,7 @@ pub fn initial_topology(config: &Config) -> Topology {
                 lag_ms: 0,
                 rtt_us: 0,
                 last_ok: None,
+                fenced: false,
             })
             .collect(),
         primary: None,
@@ -96,7 +97,7 @@ async fn node_loop(
     probes: Arc<Mutex<Vec<Option<Probe>>>>,
     tracker: Arc<ReplayTracker>,
 ) {
-    let interval = Duration::from_millis(config.monitor.interval_ms);
+    let interval = Duration::from_millis(config.failover.check_interval_ms);
     let timeout = Duration::from_millis(config.monitor.timeout_ms);
     let mut client: Option<Client> = None;
     let mut smoothed_rtt: Option<Duration> = None;
@@ -104,6 +105,9 @@ async fn node_loop(
     // then its last good probe stands.
     let mut last_good: Option<Probe> = None;
     let mut failures: u32 = 0;
+    // A node that was declared down comes back only after `success_threshold` good checks.
+    let mut down = false;
+    let mut successes: u32 = 0;
     loop {
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, check(index, &config, &mut client)).await;
@@ -117,31 +121,44 @@ async fn node_loop(
                 p.rtt = rtt;
                 tracker.observe(index, p.lsn);
                 failures = 0;
+                successes += 1;
                 last_good = Some(p);
-                Some(p)
+                if down && successes < config.failover.success_threshold {
+                    None
+                } else {
+                    down = false;
+                    Some(p)
+                }
             }
             Ok(Err(e)) => {
                 debug!(node = %config.nodes[index].name, error = %e, "health check failed");
                 client = None;
                 failures += 1;
-                last_good.filter(|_| failures < config.monitor.failure_threshold)
+                successes = 0;
+                down |= failures >= config.failover.failure_threshold;
+                last_good.filter(|_| !down)
             }
             Err(_) => {
                 debug!(node = %config.nodes[index].name, "health check timed out");
                 client = None;
                 failures += 1;
-                last_good.filter(|_| failures < config.monitor.failure_threshold)
+                successes = 0;
+                down |= failures >= config.failover.failure_threshold;
+                last_good.filter(|_| !down)
             }
         };
-        let snapshot = {
+        {
             let mut all = match probes.lock() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
             all[index] = probe;
-            build(&topology.load(), &all)
-        };
-        publish_with_logs(&topology, snapshot);
+            topology.update(|prev| {
+                let next = build(prev, &all);
+                log_changes(prev, &next);
+                next
+            });
+        }
         let elapsed = started.elapsed();
         tokio::time::sleep(interval.saturating_sub(elapsed)).await;
     }
@@ -215,13 +232,14 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
     }
     // Keep the current primary while it stays healthy and writable; otherwise take the first
     // healthy writable node in configuration order.
+    // Fenced nodes never become primary again on their own.
     let keeps = previous
         .primary
-        .filter(|&i| nodes[i].healthy && nodes[i].role == Role::Primary);
+        .filter(|&i| nodes[i].healthy && nodes[i].role == Role::Primary && !nodes[i].fenced);
     let primary = keeps.or_else(|| {
         nodes
             .iter()
-            .position(|n| n.healthy && n.role == Role::Primary)
+            .position(|n| n.healthy && n.role == Role::Primary && !n.fenced)
     });
     let primary_lsn = primary.map(|i| nodes[i].lsn).unwrap_or_default();
     for (node, probe) in nodes.iter_mut().zip(probes) {
@@ -243,8 +261,7 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
     }
 }
 
-fn publish_with_logs(topology: &TopologyHandle, next: Topology) {
-    let prev = topology.load();
+fn log_changes(prev: &Topology, next: &Topology) {
     if prev.primary != next.primary {
         match next.primary_node() {
             Some(p) => info!(node = %p.name, "primary discovered"),
@@ -256,5 +273,4 @@ fn publish_with_logs(topology: &TopologyHandle, next: Topology) {
             info!(node = %b.name, role = b.role.as_str(), healthy = b.healthy, "node state changed");
         }
     }
-    topology.publish(next);
 }

@@ -59,6 +59,9 @@ pub struct NodeState {
     pub rtt_us: u64,
     /// When this node was last checked successfully.
     pub last_ok: Option<Instant>,
+    /// Fenced: a former primary on a divergent timeline (or a second node claiming to be
+    /// primary). It gets no traffic until an operator rejoins it and unfences it.
+    pub fenced: bool,
 }
 
 impl NodeState {
@@ -91,6 +94,8 @@ impl Topology {
 pub struct TopologyHandle {
     current: Arc<ArcSwap<Topology>>,
     changed: watch::Sender<u64>,
+    /// Serializes writers (monitor, failover) so that no update is lost; readers never lock.
+    writer: Arc<std::sync::Mutex<()>>,
 }
 
 impl TopologyHandle {
@@ -100,6 +105,7 @@ impl TopologyHandle {
         TopologyHandle {
             current: Arc::new(ArcSwap::from_pointee(initial)),
             changed,
+            writer: Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -108,12 +114,23 @@ impl TopologyHandle {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot and wakes waiters.
-    pub fn publish(&self, mut topology: Topology) {
-        topology.generation = self.current.load().generation + 1;
-        let generation = topology.generation;
-        self.current.store(Arc::new(topology));
+    /// Replaces the snapshot with `f(current)` and wakes waiters. Writers are serialized.
+    pub fn update(&self, f: impl FnOnce(&Topology) -> Topology) {
+        let _guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let prev = self.current.load_full();
+        let mut next = f(&prev);
+        next.generation = prev.generation + 1;
+        let generation = next.generation;
+        self.current.store(Arc::new(next));
         self.changed.send_replace(generation);
+    }
+
+    /// Subscribes to change notifications.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Waits until `pred` holds for a snapshot, or `timeout` passes; returns the last snapshot seen.

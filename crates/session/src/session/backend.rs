@@ -297,6 +297,7 @@ impl Session {
             Some(Owner::Probe) => {
                 let lsn = self.probe_lsn.take();
                 if let (true, Some(lsn)) = (std::mem::take(&mut self.probe_ok), lsn) {
+                    self.state.ha.acknowledge(lsn);
                     if lsn > self.token {
                         self.token = lsn;
                         Stats::inc(&self.state.stats.tokens_recorded);

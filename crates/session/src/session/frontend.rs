@@ -94,6 +94,9 @@ impl Session {
     }
 
     fn classify(&self, sql: &str) -> Arc<Classification> {
+        if self.state.config.routing.passthrough {
+            return self.state.passthrough.clone();
+        }
         self.state.cache.get_or_classify(sql, &self.state.overrides)
     }
 
@@ -162,6 +165,7 @@ impl Session {
     fn maybe_probe(&mut self, node: usize, leaves_idle: bool, copy_in: bool) {
         if !leaves_idle
             || self.consistency == Consistency::Eventual
+            || self.state.config.routing.passthrough
             || self.state.topology.load().primary != Some(node)
         {
             return;

@@ -330,12 +330,13 @@ impl Session {
         Ok(())
     }
 
-    /// The node writes go to; waits briefly for one to be discovered.
+    /// The node writes go to. Without one (a failover or switchover in progress), waits up to
+    /// `failover.hold_timeout_ms` for it.
     async fn primary(&self) -> Result<usize, UpstreamError> {
         if let Some(p) = self.state.topology.load().primary {
             return Ok(p);
         }
-        let timeout = Duration::from_millis(self.state.config.proxy.connect_timeout_ms);
+        let timeout = Duration::from_millis(self.state.config.failover.hold_timeout_ms);
         self.state
             .topology
             .wait_for(timeout, |t| t.primary.is_some())
