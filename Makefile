@@ -1,7 +1,7 @@
 # Meridian — common tasks. `make demo` and `make test` work on a fresh Debian machine.
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench clean
+.PHONY: all deps build demo test lint fmt bench bench-smoke clean
 
 all: build
 
@@ -23,6 +23,15 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Benchmark: pgbench against the primary, PgBouncer, Pgpool-II and Meridian (installs the
+## poolers with apt-get if missing); prints the report and writes bench/results/<date>.md.
+bench: deps build
+	python3 bench/bench.py
+
+## The same script in a few seconds (direct + Meridian, + PgBouncer if installed); no report file.
+bench-smoke: deps build
+	python3 bench/bench.py --smoke
 
 fmt:
 	$(CARGO) fmt --all

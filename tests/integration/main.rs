@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod clients;
 mod consistency;
+mod failover;
 mod protocol;
 mod routing;
 mod support;

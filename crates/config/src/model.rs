@@ -202,8 +202,14 @@ impl Default for RoutingConfig {
 pub struct ProxyConfig {
     /// Address for Postgres clients, e.g. `127.0.0.1:6432`.
     pub listen: String,
-    /// Address of the HTTP admin API (metrics, status); off when absent.
+    /// Address of the HTTP admin API (metrics, status, dashboard); off when absent.
     pub admin_listen: Option<String>,
+    /// Bearer token that mutating admin API calls (failover, switchover, unfence, reload,
+    /// consistency check) must present. Prefer `admin_token_env`. Without a token those calls
+    /// are refused.
+    pub admin_token: Option<String>,
+    /// Name of an environment variable holding the admin token.
+    pub admin_token_env: Option<String>,
     /// The region this proxy runs in; replicas in the same region are preferred for reads.
     pub region: String,
     /// Largest protocol message accepted from a client or server, in bytes.
@@ -223,6 +229,8 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: "127.0.0.1:6432".into(),
             admin_listen: None,
+            admin_token: None,
+            admin_token_env: None,
             region: "local".into(),
             max_message_bytes: 64 * 1024 * 1024,
             max_client_connections: 10_000,

@@ -13,6 +13,10 @@ impl Config {
         if let Some(admin) = &self.proxy.admin_listen {
             check_addr("proxy.admin_listen", admin)?;
         }
+        self.proxy.admin_token = resolve_admin_token(
+            self.proxy.admin_token.take(),
+            self.proxy.admin_token_env.take(),
+        )?;
         if self.proxy.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "proxy.max_message_bytes",
@@ -57,11 +61,23 @@ impl Config {
         self.monitor.password_env = None;
         for (key, value) in [
             ("monitor.timeout_ms", self.monitor.timeout_ms),
-            ("failover.check_interval_ms", self.failover.check_interval_ms),
-            ("failover.failure_threshold", u64::from(self.failover.failure_threshold)),
-            ("failover.success_threshold", u64::from(self.failover.success_threshold)),
+            (
+                "failover.check_interval_ms",
+                self.failover.check_interval_ms,
+            ),
+            (
+                "failover.failure_threshold",
+                u64::from(self.failover.failure_threshold),
+            ),
+            (
+                "failover.success_threshold",
+                u64::from(self.failover.success_threshold),
+            ),
             ("failover.hold_timeout_ms", self.failover.hold_timeout_ms),
-            ("failover.promote_timeout_s", self.failover.promote_timeout_s),
+            (
+                "failover.promote_timeout_s",
+                self.failover.promote_timeout_s,
+            ),
             ("proxy.startup_timeout_ms", self.proxy.startup_timeout_ms),
             ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
         ] {
@@ -142,6 +158,36 @@ impl Config {
     }
 }
 
+/// `proxy.admin_token` / `proxy.admin_token_env` resolved to the token, if one is configured.
+fn resolve_admin_token(
+    token: Option<String>,
+    env: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (token, env) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "proxy.admin_token",
+                "set either admin_token or admin_token_env, not both",
+            ))
+        }
+        (Some(t), None) => t,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+            ConfigError::invalid(
+                "proxy.admin_token_env",
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+    };
+    if token.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "proxy.admin_token",
+            "must not be empty",
+        ));
+    }
+    Ok(Some(token))
+}
+
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
         ConfigError::invalid(
@@ -216,6 +262,25 @@ port = 55432
         let text = format!("{GOOD}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\n");
         let e = err(&text);
         assert!(e.starts_with("nodes[1].name"), "{e}");
+    }
+
+    #[test]
+    fn admin_token_forms() {
+        let with =
+            |extra: &str| GOOD.replace("region = \"eu\"", &format!("region = \"eu\"\n{extra}"));
+        let c = Config::from_toml(&with("admin_token = \"s3cret\"")).expect("valid");
+        assert_eq!(c.proxy.admin_token.as_deref(), Some("s3cret"));
+        assert!(Config::from_toml(GOOD)
+            .expect("valid")
+            .proxy
+            .admin_token
+            .is_none());
+        let e = err(&with("admin_token = \"  \""));
+        assert!(e.starts_with("proxy.admin_token"), "{e}");
+        let e = err(&with("admin_token_env = \"MERIDIAN_TEST_SURELY_UNSET\""));
+        assert!(e.starts_with("proxy.admin_token_env"), "{e}");
+        let e = err(&with("admin_token = \"a\"\nadmin_token_env = \"HOME\""));
+        assert!(e.starts_with("proxy.admin_token"), "{e}");
     }
 
     #[test]

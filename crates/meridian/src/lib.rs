@@ -23,6 +23,9 @@ pub struct Running {
     pub state: Arc<ProxyState>,
     /// The failover controller.
     pub ha: Arc<Ha>,
+    /// Where the admin API (metrics, status, dashboard) listens, if `proxy.admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
     ha_task: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     listener_task: tokio::task::JoinHandle<()>,
@@ -44,6 +47,9 @@ impl Drop for Running {
         self.listener_task.abort();
         self.catalog_task.abort();
         self.ha_task.abort();
+        if let Some(t) = &self.admin_task {
+            t.abort();
+        }
     }
 }
 
@@ -76,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ha.clone(),
     )?);
     let (shutdown, rx) = watch::channel(false);
+    let (admin_addr, admin_task) = start_admin(&state, rx.clone()).await?;
     let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
     tracing::info!(%listen_addr, "meridian listening");
     Ok(Running {
@@ -83,10 +90,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         topology,
         state,
         ha,
+        admin_addr,
+        admin_task,
         ha_task,
         shutdown,
         listener_task,
         catalog_task,
         _monitor: monitor,
     })
+}
+
+/// Binds `proxy.admin_listen` (when set) and serves the admin API on it.
+async fn start_admin(
+    state: &Arc<ProxyState>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let Some(addr) = state.config.proxy.admin_listen.as_deref() else {
+        return Ok((None, None));
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("proxy.admin_listen: cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && state.config.proxy.admin_token.is_none() {
+        tracing::warn!(%local, "the admin API listens beyond loopback without proxy.admin_token: status and metrics are readable by anyone who can reach it");
+    }
+    let admin = meridian_admin::Admin::new(state.clone())
+        .map_err(|e| anyhow::anyhow!("admin metrics: {e}"))?;
+    let task = tokio::spawn(meridian_admin::serve(listener, admin, shutdown));
+    Ok((Some(local), Some(task)))
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use meridian_config::Config;
 
+mod ctl;
+
 #[derive(Parser)]
 #[command(
     name = "meridian",
@@ -38,6 +40,30 @@ enum Command {
         /// Number of replicas.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+    },
+    /// Operate a running Meridian through its admin API (proxy.admin_listen).
+    Ctl {
+        /// Base URL of the admin API.
+        #[arg(
+            long,
+            global = true,
+            env = "MERIDIAN_ADMIN_URL",
+            default_value = "http://127.0.0.1:9930"
+        )]
+        admin: String,
+        /// Bearer token for mutating calls (proxy.admin_token).
+        #[arg(
+            long,
+            global = true,
+            env = "MERIDIAN_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: ctl::Action,
     },
 }
 
@@ -75,6 +101,24 @@ fn main() -> ExitCode {
                 running.stop().await;
                 Ok(())
             })
+        }
+        Command::Ctl {
+            admin,
+            token,
+            json,
+            action,
+        } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(ctl::run(&admin, token.as_deref(), json, action))
         }
         Command::Demo { port, replicas } => {
             meridian::logging::init(meridian_config::LogFormat::Text);

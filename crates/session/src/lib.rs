@@ -13,4 +13,4 @@ pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
 pub use listener::serve;
 pub use state::{ProxyState, UserAuth};
-pub use stats::{Stats, WAIT_BUCKETS_MS};
+pub use stats::{ClientGuard, ServerConns, Stats, QUERY_BUCKETS_S, WAIT_BUCKETS_MS};

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::session::Session;
 use crate::startup::{self, Outcome};
+use crate::stats::ClientGuard;
 use crate::{ProxyState, SessionError};
 
 /// Accepts clients on `listener` until `shutdown` turns true.
@@ -48,12 +49,14 @@ pub async fn serve(
             Ok(permit) => {
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = handle_client(stream, state).await {
+                    let mut counted = state.stats.client_connected();
+                    if let Err(e) = handle_client(stream, state.clone(), &mut counted).await {
                         debug!(%peer, error = %e, kind = e.kind(), "client session ended with error");
                     }
                 });
             }
             Err(_) => {
+                state.stats.client_rejected();
                 tokio::spawn(async move {
                     reject(stream, &SessionError::TooManyClients).await;
                 });
@@ -62,8 +65,13 @@ pub async fn serve(
     }
 }
 
-/// Startup, authentication, then the session proper.
-async fn handle_client(mut stream: TcpStream, state: Arc<ProxyState>) -> Result<(), SessionError> {
+/// Startup, authentication, then the session proper. `counted` moves to the `session` state
+/// once the client has authenticated.
+async fn handle_client(
+    mut stream: TcpStream,
+    state: Arc<ProxyState>,
+    counted: &mut ClientGuard<'_>,
+) -> Result<(), SessionError> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let timeout = Duration::from_millis(state.config.proxy.startup_timeout_ms);
     let outcome = match tokio::time::timeout(
@@ -87,7 +95,10 @@ async fn handle_client(mut stream: TcpStream, state: Arc<ProxyState>) -> Result<
     };
     match outcome {
         Outcome::Cancelled => Ok(()),
-        Outcome::Session(auth) => Session::start(state, stream, buf, auth).await,
+        Outcome::Session(auth) => {
+            counted.authenticated();
+            Session::start(state, stream, buf, auth).await
+        }
     }
 }
 

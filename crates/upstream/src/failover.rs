@@ -155,7 +155,10 @@ impl Ha {
                         t.elapsed() >= Duration::from_secs(self.config.failover.cooldown_s)
                     });
                     if cooled {
-                        match self.promote(None, last_primary, true, !reported_episode).await {
+                        match self
+                            .promote(None, last_primary, true, !reported_episode)
+                            .await
+                        {
                             Ok(report) => {
                                 *lock(&self.last_auto) = Some(Instant::now());
                                 info!(
@@ -241,13 +244,18 @@ impl Ha {
         self.event(
             "switchover",
             Some(&old_node.name),
-            format!("{} read-only at {final_lsn}; switching to {to}", old_node.name),
+            format!(
+                "{} read-only at {final_lsn}; switching to {to}",
+                old_node.name
+            ),
         );
         let report = self.promote(Some(target), Some(old), false, true).await;
         if report.is_err() {
             // Give the old primary its writes back.
             let _ = client
-                .batch_execute("ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()")
+                .batch_execute(
+                    "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
+                )
                 .await;
         }
         report
@@ -330,7 +338,9 @@ impl Ha {
             if target.is_some_and(|t| t != r) {
                 continue;
             }
-            let Ok(c) = self.connect(r).await else { continue };
+            let Ok(c) = self.connect(r).await else {
+                continue;
+            };
             let Ok(receive) = lsn_query(
                 &c,
                 "SELECT COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
@@ -464,7 +474,9 @@ impl Ha {
             if i == new_primary || Some(i) == old || n.fenced || !n.healthy {
                 continue;
             }
-            let Ok(c) = self.connect(i).await else { continue };
+            let Ok(c) = self.connect(i).await else {
+                continue;
+            };
             let conninfo: String = match c.query_one("SHOW primary_conninfo", &[]).await {
                 Ok(r) => r.try_get(0).unwrap_or_default(),
                 Err(_) => continue,
@@ -555,7 +567,11 @@ impl Ha {
             }
             next
         });
-        self.event("unfence", Some(node), format!("{node} unfenced by an operator"));
+        self.event(
+            "unfence",
+            Some(node),
+            format!("{node} unfenced by an operator"),
+        );
         Ok(())
     }
 
@@ -664,7 +680,8 @@ mod tests {
 
     #[test]
     fn conninfo_keeps_credentials_and_changes_the_address() {
-        let c = "user=replicator password=repl-secret host=127.0.0.1 port=5433 application_name=pg3";
+        let c =
+            "user=replicator password=repl-secret host=127.0.0.1 port=5433 application_name=pg3";
         assert_eq!(
             rewrite_conninfo(c, "10.0.0.2", 5434),
             "host=10.0.0.2 port=5434 user=replicator password=repl-secret application_name=pg3"

@@ -26,10 +26,36 @@ fn first_text_column(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(body.get(6..6 + len)?).ok()
 }
 
+/// Counts a server connection for metrics while it lives.
+pub(crate) struct ServerGuard {
+    state: std::sync::Arc<crate::ProxyState>,
+    node: usize,
+}
+
+impl ServerGuard {
+    pub fn new(state: std::sync::Arc<crate::ProxyState>, node: usize) -> Self {
+        state.stats.server_opened(node);
+        ServerGuard { state, node }
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.state.stats.server_closed(self.node);
+    }
+}
+
+impl std::fmt::Debug for ServerGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerGuard({})", self.node)
+    }
+}
+
 /// One server connection of a session, with what the proxy knows is set up on it.
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub conn: BackendConn,
+    _guard: ServerGuard,
     /// Sequence number of the last session setting applied here.
     pub applied: u64,
     /// Protocol-level named statements prepared here (by the client or replayed).
@@ -58,9 +84,10 @@ impl Backend {
         matches!(self.conn.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
-    pub fn new(conn: BackendConn) -> Self {
+    pub fn new(conn: BackendConn, guard: ServerGuard) -> Self {
         Backend {
             conn,
+            _guard: guard,
             applied: 0,
             statements: HashSet::new(),
             unnamed: 0,
@@ -96,6 +123,8 @@ pub(crate) enum Owner {
         probe: bool,
         /// The probe is sent only once this request has finished (COPY FROM STDIN).
         probe_later: bool,
+        /// When the request went out, for the duration histogram.
+        sent: std::time::Instant,
     },
     /// `SELECT pg_current_wal_insert_lsn()` sent behind a request on the primary: its answer
     /// becomes the session's token.
@@ -114,6 +143,7 @@ impl Owner {
             sync: false,
             probe: false,
             probe_later: false,
+            sent: std::time::Instant::now(),
         }
     }
 
@@ -125,6 +155,7 @@ impl Owner {
             sync: true,
             probe: false,
             probe_later: false,
+            sent: std::time::Instant::now(),
         }
     }
 }
@@ -156,9 +187,7 @@ impl Session {
                 // A server that ends an idle session (shutdown, pg_terminate_backend) says why
                 // in an ErrorResponse nobody asked for: the client is not in a transaction
                 // and loses nothing, so it is not told; the next statement goes elsewhere.
-                let unsolicited = h.tag == backend::ERROR_RESPONSE
-                    && self.owners.is_empty()
-                    && self.tx_status == b'I';
+                let unsolicited = h.tag == backend::ERROR_RESPONSE && self.owners.is_empty();
                 let swallow = silent
                     || held
                     || unsolicited
@@ -266,9 +295,14 @@ impl Session {
                 error,
                 probe,
                 probe_later,
+                sent,
                 ..
             }) => {
                 self.tx_status = status;
+                let role = self.role_of(self.active);
+                self.state
+                    .stats
+                    .query_done(role, sent.elapsed().as_secs_f64());
                 if probe {
                     self.held_ready = Some(status);
                     self.probe_ok = !error && status == b'I' && !self.last_command_rollback;
@@ -310,6 +344,15 @@ impl Session {
                 }
             }
             Some(Owner::Silent) | None => {}
+        }
+    }
+
+    /// `primary` or `replica`, for metrics labels.
+    pub(super) fn role_of(&self, node: Option<usize>) -> &'static str {
+        if node.is_some() && self.state.topology.load().primary == node {
+            "primary"
+        } else {
+            "replica"
         }
     }
 
@@ -355,14 +398,32 @@ impl Session {
             return Flow::Close;
         }
         if self.tx_status != b'I' {
-            self.queue_error(
-                "FATAL",
-                "08006",
-                &format!(
-                    "server connection lost during a transaction ({detail}); the transaction was rolled back"
-                ),
-            );
-            return Flow::Close;
+            // The transaction is gone with its server. The session stays: requests in flight
+            // get the reason now, and the client's next statements see an aborted transaction
+            // until it rolls back.
+            self.broken = true;
+            self.broken_notice = client_waiting == 0;
+            self.broken_batch.clear();
+            self.broken_batch_ends = false;
+            self.discard_until_sync = false;
+            for i in 0..client_waiting {
+                self.queue_error(
+                    "ERROR",
+                    "08006",
+                    &format!(
+                        "server connection lost during a transaction ({detail}); the transaction was rolled back"
+                    ),
+                );
+                if i + usize::from(flushed) < client_waiting {
+                    messages::ready_for_query(&mut self.to_client, b'E');
+                }
+            }
+            if flushed {
+                // The flushed batch's Sync is still to come; it is answered as broken.
+                self.broken_batch.push(0);
+            }
+            self.tx_status = b'E';
+            return Flow::Continue;
         }
         // Every request still waiting gets an error of its own, then its ReadyForQuery (a flushed
         // batch gets its ReadyForQuery when its Sync arrives).

@@ -34,6 +34,14 @@ impl Session {
             let Some((tag, len)) = self.peek_client()? else {
                 return Ok(Flow::Continue);
             };
+            if self.broken {
+                if !self.owners.is_empty() || !self.to_backend.is_empty() {
+                    self.stalled = true;
+                    return Ok(Flow::Continue);
+                }
+                self.answer_broken(tag, len)?;
+                continue;
+            }
             if self.discard_until_sync {
                 if tag == frontend::SYNC {
                     self.discard_until_sync = false;
@@ -91,6 +99,10 @@ impl Session {
     pub(super) fn forward_client(&mut self, len: usize) {
         self.to_backend.extend_from_slice(&self.crbuf[..len]);
         self.crbuf.advance(len);
+    }
+
+    pub(super) fn classify_sql(&self, sql: &str) -> Arc<Classification> {
+        self.classify(sql)
     }
 
     fn classify(&self, sql: &str) -> Arc<Classification> {
@@ -556,6 +568,8 @@ impl Session {
             self.activate(target);
         }
         debug!(node = target, reason, "route");
+        let role = self.role_of(Some(target));
+        self.state.stats.routed(role, reason);
         self.catch_up(target);
         Switched::Ready(target)
     }

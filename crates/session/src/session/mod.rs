@@ -13,6 +13,7 @@
 //! deadlock the proxy against a server.
 
 mod backend;
+mod broken;
 mod frontend;
 mod local;
 mod route;
@@ -80,6 +81,15 @@ pub struct Session {
     /// The server entered copy-in mode for an extended-protocol batch: the client's next Sync
     /// answers the batch already waiting rather than opening a new one.
     copy_sync_absorbed: bool,
+    /// The transaction's server was lost: Meridian answers for the aborted transaction until the
+    /// client ends it.
+    broken: bool,
+    /// The next reply in the broken transaction says why (08006).
+    broken_notice: bool,
+    /// Tags of the extended-protocol frames received while broken, answered at Sync.
+    broken_batch: Vec<u8>,
+    /// That batch ends the transaction.
+    broken_batch_ends: bool,
     /// The client sent Terminate: what it sent before still goes to the server.
     terminating: bool,
     /// Set after a Flush sent part of a batch: the rest of the batch must follow it.
@@ -149,6 +159,10 @@ impl Session {
             batch_exec: frontend::ExecFlags::default(),
             batch_change: None,
             terminating: false,
+            broken: false,
+            broken_notice: false,
+            broken_batch: Vec::new(),
+            broken_batch_ends: false,
             copy_sync_absorbed: false,
             batch_target: None,
             discard_until_sync: false,
@@ -187,7 +201,18 @@ impl Session {
     /// Startup completes against the primary: its ParameterStatus values are the ones the client
     /// sees (server_version, encodings, ...).
     async fn greet(&mut self) -> Result<(), SessionError> {
-        let node = self.primary().await?;
+        // During a failover there is no primary for a while; the client can still connect (and
+        // read) through a healthy replica, and its writes wait for the new primary.
+        let topo = self.state.topology.load();
+        let standby = topo
+            .nodes
+            .iter()
+            .position(|n| n.healthy && !n.fenced && n.role == meridian_upstream::Role::Replica);
+        let node = match (topo.primary, standby) {
+            (Some(p), _) => p,
+            (None, Some(r)) => r,
+            (None, None) => self.primary().await?,
+        };
         self.ensure_backend(node).await?;
         self.activate(node);
         messages::auth_ok(&mut self.to_client);
@@ -236,17 +261,23 @@ impl Session {
                 r = self.crd.read_buf(&mut self.crbuf), if want_client => {
                     match r {
                         Ok(0) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
-                        Ok(_) => Flow::Continue,
+                        Ok(n) => {
+                            self.state.stats.bytes(n as u64, 0);
+                            Flow::Continue
+                        }
                         Err(e) => return Err(SessionError::ClientIo(e)),
                     }
                 }
                 r = read_opt(brd, brbuf), if want_backend && has_backend => {
                     match r {
                         Ok(0) => self.backend_lost("server closed the connection unexpectedly"),
-                        Ok(_) => match self.scan_backend() {
-                            Ok(()) => Flow::Continue,
-                            Err(detail) => self.backend_lost(&detail),
-                        },
+                        Ok(n) => {
+                            self.state.stats.bytes(0, n as u64);
+                            match self.scan_backend() {
+                                Ok(()) => Flow::Continue,
+                                Err(detail) => self.backend_lost(&detail),
+                            }
+                        }
                         Err(e) => self.backend_lost(&e.to_string()),
                     }
                 }
@@ -326,7 +357,8 @@ impl Session {
         };
         let conn = meridian_upstream::connect(&params).await?;
         debug!(node = %n.name, pid = conn.pid, "server connection opened");
-        self.backends[node] = Some(Backend::new(conn));
+        let guard = backend::ServerGuard::new(self.state.clone(), node);
+        self.backends[node] = Some(Backend::new(conn, guard));
         Ok(())
     }
 

@@ -240,3 +240,28 @@ pub fn negotiate_protocol_version(
     }
     finish(buf, at);
 }
+
+/// ParseComplete.
+pub fn parse_complete(buf: &mut BytesMut) {
+    empty_message(buf, tag::PARSE_COMPLETE);
+}
+
+/// BindComplete.
+pub fn bind_complete(buf: &mut BytesMut) {
+    empty_message(buf, tag::BIND_COMPLETE);
+}
+
+/// CloseComplete.
+pub fn close_complete(buf: &mut BytesMut) {
+    empty_message(buf, tag::CLOSE_COMPLETE);
+}
+
+/// NoData.
+pub fn no_data(buf: &mut BytesMut) {
+    empty_message(buf, tag::NO_DATA);
+}
+
+fn empty_message(buf: &mut BytesMut, t: u8) {
+    buf.put_u8(t);
+    buf.put_u32(4);
+}
