@@ -73,10 +73,9 @@ WORKLOADS = [
     ("select-prepared", "Select-only, prepared statements", ["-S", "-M", "prepared"], 16, 1.0),
     ("tpcb-simple", "TPC-B-like (read-write transactions), simple protocol", ["-M", "simple"],
      16, 1.0),
-    ("select-64", "Select-only, simple protocol, many clients", ["-S", "-M", "simple"], 64, 1.0),
-    ("select-1", "Select-only, simple protocol, one client (latency)", ["-S", "-M", "simple"],
-     1, 1.0),
-    ("select-connect", "Select-only, a new connection per transaction (-C)",
+    ("select-64", "Select-only, simple protocol", ["-S", "-M", "simple"], 64, 1.0),
+    ("select-1", "Select-only, simple protocol", ["-S", "-M", "simple"], 1, 1.0),
+    ("select-connect", "Select-only, a new connection per transaction (`-C`)",
      ["-S", "-M", "simple", "-C"], 8, 0.5),
 ]
 SMOKE_WORKLOADS = ["select-simple", "tpcb-simple"]
@@ -483,12 +482,13 @@ def measure_idle_rss(pid: int, port: int, n: int, settle: float = 2.0) -> dict:
 
 
 class Cluster:
-    def __init__(self, meridian: Path, tmp: Path):
+    def __init__(self, meridian: Path, tmp: Path, procs: list):
         self.port = free_port()
         self.proc = Proc("meridian-demo", [str(meridian), "demo", "--port", str(self.port),
                                             "--replicas", "2"],
                          tmp / "demo.log", env={"RUST_LOG": "warn"},
                          stop_signal=signal.SIGINT, capture_stdout=True, stop_timeout=60)
+        procs.append(self.proc)
         self.nodes: list[tuple[str, int, str]] = []  # (name, port, datadir)
         self.url = None
         self.bindir = None
@@ -574,7 +574,8 @@ class Cluster:
         for name, port, _ in self.replicas:
             while True:
                 try:
-                    done = psql(port, f"SELECT coalesce(pg_last_wal_replay_lsn() >= '{lsn}', false)")
+                    done = psql(port, "SELECT coalesce(pg_last_wal_replay_lsn() >= "
+                                      f"'{lsn}', false)")
                 except BenchError:
                     done = "f"
                 if done == "t":
@@ -597,7 +598,7 @@ class Target:
         self.note = note
 
 
-def start_pgbouncer(cluster: Cluster, tmp: Path, run_user: str | None) -> Target:
+def start_pgbouncer(cluster: Cluster, tmp: Path, run_user: str | None, procs: list) -> Target:
     exe = find_exe("pgbouncer")
     if not exe:
         raise BenchError("pgbouncer is not installed")
@@ -635,6 +636,7 @@ stats_period = 600
     chown_tree(d, run_user)
     proc = Proc("pgbouncer", [exe, str(d / "pgbouncer.ini")], d / "pgbouncer.out",
                 user=run_user, stop_signal=signal.SIGINT, cwd=str(d))
+    procs.append(proc)
     wait_port(port, 30, proc)
     return Target("pgbouncer", port, proc,
                   f"{tool_version([exe, '--version'])}, `pool_mode = transaction`, "
@@ -642,7 +644,7 @@ stats_period = 600
                   "`auth_type = scram-sha-256` with the app user's SCRAM verifier in auth_file")
 
 
-def start_pgpool(cluster: Cluster, tmp: Path, run_user: str | None) -> Target:
+def start_pgpool(cluster: Cluster, tmp: Path, run_user: str | None, procs: list) -> Target:
     exe = find_exe("pgpool")
     if not exe:
         raise BenchError("pgpool is not installed")
@@ -713,6 +715,7 @@ pid_file_name = '{d}/pgpool.pid'
     proc = Proc("pgpool", [exe, "-n", "-D", "-f", str(d / "pgpool.conf"), "-F",
                            str(d / "pcp.conf"), "-a", str(d / "pool_hba.conf")],
                 d / "pgpool.out", user=run_user, stop_signal=signal.SIGINT, cwd=str(d))
+    procs.append(proc)
     wait_port(port, 60, proc)
     # pgpool accepts before it has found the primary; wait until a query works.
     deadline = time.monotonic() + 60
@@ -725,7 +728,8 @@ pid_file_name = '{d}/pgpool.pid'
                 raise BenchError(f"pgpool does not answer queries: {e}; log: {proc.log_tail()}")
             time.sleep(0.5)
     return Target("pgpool", port, proc,
-                  f"{tool_version([exe, '--version'])}; streaming_replication mode, load_balance_mode on (session-level), weights "
+                  f"{tool_version([exe, '--version'])}; streaming_replication mode, "
+                  "load_balance_mode on (session-level), weights "
                   "1/1/1 over primary + 2 replicas, num_init_children 70, max_pool 1; "
                   "pool_passwd holds the app password in plain text (TEXT prefix), clients "
                   "and backends authenticate with SCRAM; health checks off, sr_check every 10 s")
@@ -778,7 +782,8 @@ region = "local"
     return text
 
 
-def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str) -> Target:
+def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
+                   procs: list) -> Target:
     passthrough = key == "meridian-passthrough"
     d = tmp / key
     d.mkdir()
@@ -792,6 +797,7 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str) -> Tar
                          f"{(check.stderr or check.stdout).strip()}")
     proc = Proc(key, [str(meridian), "run", "--config", str(conf)], d / "meridian.log",
                 env={"RUST_LOG": "warn"}, stop_signal=signal.SIGINT)
+    procs.append(proc)
     wait_port(port, 30, proc)
     # Ready when a query works (the monitor must have found the primary).
     deadline = time.monotonic() + 30
@@ -884,10 +890,11 @@ def run_pgbench(target: Target, args: list[str], clients: int, duration: int,
     m = re.search(r"number of failed transactions: (\d+)", out)
     res.failed_tx = int(m.group(1)) if m else failed_in_log
     if lats:
+        # Mean and p99 both from the per-transaction log (pgbench's own "latency average" is
+        # duration x clients / transactions, which also counts its client-side overhead).
         lats.sort()
         res.p99_ms = percentile(lats, 0.99) / 1000.0
-        if res.lat_ms is None:
-            res.lat_ms = sum(lats) / len(lats) / 1000.0
+        res.lat_ms = sum(lats) / len(lats) / 1000.0
     problems = []
     if rc != 0:
         problems.append(f"pgbench exit {rc}")
@@ -1020,14 +1027,22 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def add_target(self, key: str, starter) -> None:
+        before = len(self.procs)
         try:
             t = starter()
-            if t.proc:
-                self.procs.append(t.proc)
             self.targets[key] = t
             log(f"{key} listening on 127.0.0.1:{t.port}")
         except Exception as e:  # noqa: BLE001 - a proxy that cannot start is reported, not fatal
-            self.skipped[key] = str(e)
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            # Keep the first line, plus the last one when it says what is wrong (TOML errors
+            # put the reason last, after a source excerpt).
+            why = lines[0] if lines else type(e).__name__
+            if len(lines) > 1:
+                why += " … " + lines[-1]
+            self.skipped[key] = why
+            # Stop whatever it started right away (it may still be running, half set up).
+            while len(self.procs) > before:
+                self.procs.pop().stop()
             log(f"{key} skipped: {e}")
 
     def run(self) -> int:
@@ -1050,16 +1065,22 @@ class Bench:
         logdir = self.tmp / "pgbench"
         logdir.mkdir()
         log(f"work directory {self.tmp}")
+        # Run a private copy, so that a rebuild during the run cannot mix two versions.
+        snapshot = self.tmp / "meridian"
+        shutil.copy2(meridian, snapshot)
+        meridian = snapshot
 
         log("starting the cluster (meridian demo --replicas 2)")
-        cluster = Cluster(meridian, self.tmp)
+        cluster = Cluster(meridian, self.tmp, self.procs)
         self.cluster = cluster
-        self.procs.append(cluster.proc)
         log(f"cluster up: primary {cluster.primary[0]} :{cluster.primary_port}, replicas "
             + ", ".join(f"{n}:{p}" for n, p, _ in cluster.replicas))
 
         idle_n = o.idle_conns
-        need = idle_n + 300
+        # Meridian opens a primary connection per client at login, so the idle-client test
+        # needs idle_n server connections, on top of Pgpool's cached ones (up to 70 per node),
+        # PgBouncer's pool (20) and the monitors.
+        need = idle_n + (200 if not smoke else 60)
         if cluster.max_connections() < need:
             log(f"restarting the nodes with max_connections={need} (for {idle_n} idle clients)")
             cluster.raise_max_connections(need)
@@ -1086,11 +1107,13 @@ class Bench:
                 self.targets["direct"] = Target("direct", cluster.primary_port, None,
                                                 "pgbench straight to the primary")
             elif key == "pgbouncer":
-                self.add_target(key, lambda: start_pgbouncer(cluster, self.tmp, run_user))
+                self.add_target(key, lambda: start_pgbouncer(cluster, self.tmp, run_user,
+                                                             self.procs))
             elif key == "pgpool":
-                self.add_target(key, lambda: start_pgpool(cluster, self.tmp, run_user))
+                self.add_target(key, lambda: start_pgpool(cluster, self.tmp, run_user, self.procs))
             else:
-                self.add_target(key, lambda k=key: start_meridian(meridian, cluster, self.tmp, k))
+                self.add_target(key, lambda k=key: start_meridian(
+                    meridian, cluster, self.tmp, k, self.procs))
 
         if "meridian-routing" in self.targets:
             try:
@@ -1195,11 +1218,11 @@ class Bench:
         for n in self.notes:
             L.append(f"- {n}")
         L.append("")
-        L.append("tps excludes the initial connection time (with `-C` it includes the "
-                 "reconnections, as pgbench reports it); mean latency is pgbench's; p99 comes "
-                 "from pgbench's per-transaction log (`-l`). Proxy CPU is utime+stime of the "
-                 "proxy's processes (all of Pgpool's children) during the run, per 10,000 "
-                 "transactions.")
+        L.append("tps is pgbench's, without the initial connection time (with `-C` it includes "
+                 "the reconnections). Mean and p99 latency come from pgbench's per-transaction "
+                 "log (`-l`). Proxy CPU is utime+stime of the proxy's processes (for Pgpool, "
+                 "all its children) during the run, in ms per 10,000 transactions (a "
+                 "select-only transaction is one query; a TPC-B-like one is seven statements).")
         L.append("")
         for key, title, args, clients, frac in workloads:
             rs = self.results.get(key, {})
@@ -1207,7 +1230,7 @@ class Bench:
                 continue
             if o.smoke:
                 clients = min(clients, SMOKE_CLIENTS)
-            L.append(f"## {title}, {clients} client{'s' if clients > 1 else ''}")
+            L.append(f"## {title}, {clients} client{'s' if clients > 1 else ' (latency)'}")
             L.append("")
             L.append(f"`pgbench -n -c {clients} -j {min(2, clients)} {' '.join(args)}`")
             L.append("")
@@ -1322,8 +1345,10 @@ def main(argv=None) -> int:
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    # Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python
+    # then keeps ignoring it instead of raising KeyboardInterrupt.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
     rc = 1
     try:
         rc = bench.run()

@@ -4,6 +4,7 @@
 // tokio_postgres::Client is not Debug, so `.err().expect()` stands in for `expect_err`.
 #![allow(clippy::err_expect)]
 
+mod admin;
 mod auth;
 mod bad_input;
 mod cli;

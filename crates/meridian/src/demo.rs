@@ -69,7 +69,15 @@ pub async fn run(port: u16, replicas: usize) -> anyhow::Result<()> {
     } else {
         meridian_testkit::free_port()
     };
-    let config = config_for(&cluster, &format!("127.0.0.1:{port}"))?;
+    let mut config = config_for(&cluster, &format!("127.0.0.1:{port}"))?;
+    let admin_port = if std::net::TcpListener::bind(("127.0.0.1", 9930)).is_ok() {
+        9930
+    } else {
+        meridian_testkit::free_port()
+    };
+    config.proxy.admin_listen = Some(format!("127.0.0.1:{admin_port}"));
+    config.proxy.admin_token = Some(format!("demo-{:016x}", rand_u64()));
+    let token = config.proxy.admin_token.clone().unwrap_or_default();
     let running = crate::start(config).await?;
     let addr = running.listen_addr;
     println!();
@@ -95,6 +103,12 @@ pub async fn run(port: u16, replicas: usize) -> anyhow::Result<()> {
         creds::APP_PASSWORD,
         creds::APP_DB
     );
+    if let Some(admin) = running.admin_addr {
+        println!();
+        println!("  dashboard:  http://{admin}/");
+        println!("  metrics:    http://{admin}/metrics");
+        println!("  meridian ctl --admin http://{admin} --token {token} status");
+    }
     println!();
     println!("Press Ctrl-C to stop everything and clean up.");
     let _ = tokio::signal::ctrl_c().await;
@@ -103,4 +117,17 @@ pub async fn run(port: u16, replicas: usize) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
     println!("stopped; temporary cluster removed");
     Ok(())
+}
+
+/// A random-enough value for the demo's admin token (no extra dependency).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }

@@ -201,6 +201,7 @@ mod tests {
             nodes,
             primary: Some(0),
             generation: 1,
+            writes_held: false,
         }
     }
 

@@ -214,8 +214,38 @@ impl Ha {
         if old == target {
             return Err(format!("{to} is already the primary"));
         }
-        let old_node = &topo.nodes[old];
         let client = self.connect(old).await?;
+        // New statements that need the primary wait in Meridian from here on: clients see a
+        // pause, not read-only errors.
+        self.topology.update(|prev| Topology {
+            writes_held: true,
+            ..prev.clone()
+        });
+        let result = self.switch_held(&client, old, target, to).await;
+        self.topology.update(|prev| Topology {
+            writes_held: false,
+            ..prev.clone()
+        });
+        if result.is_err() {
+            // Give the old primary its writes back.
+            let _ = client
+                .batch_execute(
+                    "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
+                )
+                .await;
+        }
+        result
+    }
+
+    async fn switch_held(
+        &self,
+        client: &Client,
+        old: usize,
+        target: usize,
+        to: &str,
+    ) -> Result<HaReport, String> {
+        let topo = self.topology.load();
+        let old_node = &topo.nodes[old];
         // New transactions on the old primary become read-only; running ones finish (bounded).
         client
             .batch_execute(
@@ -249,16 +279,26 @@ impl Ha {
                 old_node.name
             ),
         );
-        let report = self.promote(Some(target), Some(old), false, true).await;
-        if report.is_err() {
-            // Give the old primary its writes back.
-            let _ = client
-                .batch_execute(
-                    "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
-                )
-                .await;
+        // The target must have every byte the old primary wrote before it is promoted.
+        let target_client = self.connect(target).await?;
+        loop {
+            let received = lsn_query(
+                &target_client,
+                "SELECT COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
+            )
+            .await
+            .unwrap_or_default();
+            if received >= final_lsn {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{to} did not receive the old primary's final position {final_lsn} in time"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        report
+        self.promote(Some(target), Some(old), false, true).await
     }
 
     async fn promote(

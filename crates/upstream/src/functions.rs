@@ -86,7 +86,9 @@ impl FunctionCatalog {
     ) {
         let mut map: Functions = HashMap::new();
         for (schema, name, vol) in entries {
-            map.insert(format!("{schema}.{name}"), vol);
+            // Overloads share a name: the most volatile one decides.
+            let qualified = map.entry(format!("{schema}.{name}")).or_insert(vol);
+            *qualified = worst(*qualified, vol);
             let bare = map.entry(name).or_insert(vol);
             *bare = worst(*bare, vol);
         }

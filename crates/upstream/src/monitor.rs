@@ -11,11 +11,12 @@ use tracing::{debug, info, warn};
 
 use crate::{Lsn, NodeState, ReplayTracker, Role, Topology, TopologyHandle};
 
-/// One round trip: role, positions and replay delay.
+/// One round trip: role, positions and replay delay (a replica that has replayed no commit since
+/// it started counts its age from its start).
 const HEALTH_SQL: &str = "SELECT pg_is_in_recovery(), \
     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
     pg_last_wal_receive_lsn()::text, \
-    COALESCE(EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp())) * 1000, 0)::float8";
+    (EXTRACT(EPOCH FROM (clock_timestamp() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))) * 1000)::float8";
 
 /// The raw result of one successful check.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +52,7 @@ pub fn initial_topology(config: &Config) -> Topology {
             .collect(),
         primary: None,
         generation: 0,
+        writes_held: false,
     }
 }
 
@@ -258,6 +260,7 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
         nodes,
         primary,
         generation: previous.generation,
+        writes_held: previous.writes_held,
     }
 }
 

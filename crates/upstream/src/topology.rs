@@ -80,12 +80,19 @@ pub struct Topology {
     pub primary: Option<usize>,
     /// Incremented on every publish.
     pub generation: u64,
+    /// A switchover is moving the primary: statements that need it wait.
+    pub writes_held: bool,
 }
 
 impl Topology {
     /// The primary's state, if known.
     pub fn primary_node(&self) -> Option<&NodeState> {
         self.primary.and_then(|i| self.nodes.get(i))
+    }
+
+    /// The node writes may go to right now (none while held).
+    pub fn writable(&self) -> Option<usize> {
+        self.primary.filter(|_| !self.writes_held)
     }
 }
 

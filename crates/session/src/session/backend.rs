@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use meridian_upstream::BackendConn;
 use meridian_wire::tag::backend;
 use meridian_wire::{frame, messages, parse};
@@ -14,6 +14,13 @@ use meridian_upstream::Lsn;
 use super::state::Change;
 use super::{Flow, Session};
 use crate::Stats;
+
+/// Whether an ErrorResponse frame says the server is going away (admin shutdown, crash
+/// shutdown, or not accepting connections).
+fn is_shutdown(frame: &[u8]) -> bool {
+    parse::ErrorFields::parse(frame::body(frame))
+        .is_ok_and(|f| matches!(f.code(), Some("57P01") | Some("57P02") | Some("57P03")))
+}
 
 /// The first column of a DataRow as text (for the probe's single value).
 fn first_text_column(body: &[u8]) -> Option<&str> {
@@ -188,9 +195,15 @@ impl Session {
                 // in an ErrorResponse nobody asked for: the client is not in a transaction
                 // and loses nothing, so it is not told; the next statement goes elsewhere.
                 let unsolicited = h.tag == backend::ERROR_RESPONSE && self.owners.is_empty();
+                // A replica shutting down under a read that has had no answer yet: the read is
+                // sent again elsewhere (see `backend_lost`) instead of failing.
+                let retrying = self.retry_armed
+                    && h.tag == backend::ERROR_RESPONSE
+                    && is_shutdown(&rest[..h.len]);
                 let swallow = silent
                     || held
                     || unsolicited
+                    || retrying
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
                     || (h.tag == backend::CLOSE_COMPLETE && b.swallow_close > 0);
                 let interesting = matches!(
@@ -205,6 +218,9 @@ impl Session {
                     break;
                 }
                 off += h.len;
+            }
+            if off > 0 || stop.is_some_and(|(_, _, swallow)| !swallow) {
+                self.retry_armed = false;
             }
             self.to_client.extend_from_slice(&b.conn.rbuf[..off]);
             b.conn.rbuf.advance(off);
@@ -364,6 +380,19 @@ impl Session {
         };
         self.backends[node] = None;
         self.deactivate();
+        if std::mem::take(&mut self.retry_armed) {
+            // A read on a replica that went away before answering: route it again.
+            tracing::info!(node, %detail, "replica lost under a read; sending it elsewhere");
+            self.state.chooser.suspect(node);
+            self.read_replica = None;
+            self.owners.clear();
+            self.to_backend.clear();
+            let mut again = BytesMut::with_capacity(self.retry_buf.len() + self.crbuf.len());
+            again.extend_from_slice(&self.retry_buf);
+            again.extend_from_slice(&self.crbuf);
+            self.crbuf = again;
+            return Flow::Continue;
+        }
         self.to_backend.clear();
         let name = self
             .state

@@ -157,6 +157,7 @@ impl Session {
             // A simple Query discards the unnamed prepared statement.
             b.unnamed = 0;
         }
+        self.arm_retry(node, matches!(class.kind, StatementKind::Read), &[len]);
         self.forward_client(len);
         self.owners.push_back(Owner::query(change));
         let leaves_idle = match &class.kind {
@@ -167,6 +168,23 @@ impl Session {
         };
         self.maybe_probe(node, leaves_idle, class.reason == "copy from");
         Ok(Step::Done)
+    }
+
+    /// Arms the retry of a read sent to replica `node` when it is the only request in flight.
+    /// `query_len`: for a simple Query, its frame length (the bytes are copied from `crbuf`);
+    /// empty for a batch, whose bytes are already in `retry_buf`.
+    fn arm_retry(&mut self, node: usize, read: bool, query_len: &[usize]) {
+        let eligible = read
+            && self.owners.is_empty()
+            && self.tx_status == b'I'
+            && self.state.topology.load().primary != Some(node);
+        self.retry_armed = eligible;
+        if eligible {
+            if let Some(&len) = query_len.first() {
+                self.retry_buf.clear();
+                self.retry_buf.extend_from_slice(&self.crbuf[..len]);
+            }
+        }
     }
 
     /// Behind a request that leaves the session idle on the primary, asks for the WAL insert
@@ -197,7 +215,10 @@ impl Session {
     }
 
     async fn on_function_call(&mut self, len: usize) -> Result<Step, SessionError> {
-        let target = self.primary().await.map(|p| (p, "function call"));
+        let target = match (self.tx_status, self.active) {
+            (b'I', _) | (_, None) => self.primary().await.map(|p| (p, "function call")),
+            (_, Some(a)) => Ok((a, "transaction")),
+        };
         match self.switch_to(target).await {
             Switched::Ready(_) => {
                 self.forward_client(len);
@@ -273,6 +294,9 @@ impl Session {
                     self.sstate.prepared.get(stmt).map(|p| p.class.clone())
                 };
                 if let Some(class) = class {
+                    if let StatementKind::Execute { name } = &class.kind {
+                        self.batch_sql_exec.push(name.clone());
+                    }
                     let want = self.want(&class);
                     self.batch_route.add(want);
                     match &class.kind {
@@ -291,6 +315,9 @@ impl Session {
     }
 
     fn note_class(&mut self, class: &Classification, sql: &str) {
+        if let StatementKind::Execute { name } = &class.kind {
+            self.batch_sql_exec.push(name.clone());
+        }
         let want = self.want(class);
         self.batch_route.add(want);
         self.batch_pins |= class.pins_session;
@@ -309,10 +336,22 @@ impl Session {
             }
             return Ok(Step::Done);
         }
+        // A whole read batch (up to Sync) bound for a replica can be sent again if the replica
+        // goes away before answering: keep its bytes.
+        let whole = tag == frontend::SYNC && self.batch_target.is_none();
+        if whole {
+            self.retry_buf.clear();
+            self.retry_buf.extend_from_slice(&self.batch);
+            self.retry_buf.extend_from_slice(&self.crbuf[..len]);
+        }
+        let read_only = self.batch_route.primary.is_none() && !self.batch_route.stay;
         let node = match self.dispatch_batch().await? {
             Step::Done => self.batch_target,
             Step::Stall => return Ok(Step::Stall),
         };
+        if let (true, Some(n)) = (whole, node) {
+            self.arm_retry(n, read_only, &[]);
+        }
         let Some(node) = node else {
             // The batch failed; the error is queued.
             self.crbuf.advance(len);
@@ -364,6 +403,17 @@ impl Session {
         if self.batch_pins {
             self.sstate.pinned = true;
             self.batch_pins = false;
+        }
+        // SQL-level prepared statements the batch EXECUTEs must exist on this node first.
+        for name in std::mem::take(&mut self.batch_sql_exec) {
+            let mut injected = Vec::new();
+            if let Some(b) = self.backends[node].as_mut() {
+                let mut out = BytesMut::new();
+                self.sstate
+                    .ensure_sql_prepared(&name, b, &mut out, &mut injected);
+                self.to_backend.extend_from_slice(&out);
+            }
+            self.owners.extend(injected);
         }
         let batch = std::mem::take(&mut self.batch);
         let mut rest = &batch[..];
@@ -460,6 +510,11 @@ impl Session {
         };
         match &class.kind {
             StatementKind::SessionSet { .. } | StatementKind::SessionReset { .. } => {
+                // Hot standbys refuse SERIALIZABLE: a session that makes it its default stays
+                // on the primary.
+                if text.to_ascii_lowercase().contains("serializable") {
+                    self.sstate.pinned = true;
+                }
                 setting_change(class, &text)
             }
             StatementKind::Discard {

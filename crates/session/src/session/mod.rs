@@ -74,6 +74,8 @@ pub struct Session {
     batch_route: route::Need,
     /// A statement in the batch pins the session to the primary.
     batch_pins: bool,
+    /// SQL-level prepared statements the batch EXECUTEs.
+    batch_sql_exec: Vec<String>,
     /// What the batch's executed statements do to the transaction.
     batch_exec: frontend::ExecFlags,
     /// A session setting the batch makes, kept if it succeeds.
@@ -90,6 +92,11 @@ pub struct Session {
     broken_batch: Vec<u8>,
     /// That batch ends the transaction.
     broken_batch_ends: bool,
+    /// The request in `retry_buf` (an autocommit read on a replica, alone in flight) has had no
+    /// reply yet: if the replica goes away now, the request is routed again.
+    retry_armed: bool,
+    /// The client bytes of that request.
+    retry_buf: BytesMut,
     /// The client sent Terminate: what it sent before still goes to the server.
     terminating: bool,
     /// Set after a Flush sent part of a batch: the rest of the batch must follow it.
@@ -157,8 +164,11 @@ impl Session {
             batch_route: route::Need::default(),
             batch_pins: false,
             batch_exec: frontend::ExecFlags::default(),
+            batch_sql_exec: Vec::new(),
             batch_change: None,
             terminating: false,
+            retry_armed: false,
+            retry_buf: BytesMut::new(),
             broken: false,
             broken_notice: false,
             broken_batch: Vec::new(),
@@ -365,15 +375,15 @@ impl Session {
     /// The node writes go to. Without one (a failover or switchover in progress), waits up to
     /// `failover.hold_timeout_ms` for it.
     async fn primary(&self) -> Result<usize, UpstreamError> {
-        if let Some(p) = self.state.topology.load().primary {
+        if let Some(p) = self.state.topology.load().writable() {
             return Ok(p);
         }
         let timeout = Duration::from_millis(self.state.config.failover.hold_timeout_ms);
         self.state
             .topology
-            .wait_for(timeout, |t| t.primary.is_some())
+            .wait_for(timeout, |t| t.writable().is_some())
             .await
-            .primary
+            .writable()
             .ok_or(UpstreamError::NoPrimary)
     }
 

@@ -102,8 +102,9 @@ impl SessionState {
         if backend.applied < self.seq {
             for (seq, _, stmt) in &self.settings {
                 if *seq > backend.applied {
+                    // The newline ends a trailing `--` comment before the separator.
                     sql.push_str(stmt);
-                    sql.push_str(";\n");
+                    sql.push_str("\n;\n");
                 }
             }
             backend.applied = self.seq;
