@@ -269,7 +269,7 @@ impl Ha {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let final_lsn = lsn_query(&client, "SELECT pg_current_wal_lsn()::text").await?;
+        let final_lsn = lsn_query(client, "SELECT pg_current_wal_lsn()::text").await?;
         self.acknowledge(final_lsn);
         self.event(
             "switchover",
