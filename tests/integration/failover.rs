@@ -410,3 +410,81 @@ async fn allow_data_loss_promotes_and_reports_the_lost_range() {
         "some acknowledged rows were expected to be lost ({n})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_load_pauses_writers_without_errors_or_loss() {
+    let env = Env::with_cluster(cluster(2, false).await, |_| {}).await;
+    all_healthy(&env).await;
+    let setup = env.connect().await;
+    setup
+        .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+        .await
+        .expect("create");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let c = env.connect().await;
+        let (acked, errors, stop) = (acked.clone(), errors.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut id = w * 1_000_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c
+                    .execute("INSERT INTO ledger (id) VALUES ($1)", &[&id])
+                    .await
+                {
+                    Ok(_) => {
+                        acked.lock().expect("lock").insert(id);
+                    }
+                    Err(e) => errors.lock().expect("lock").push(e.to_string()),
+                }
+                id += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let target = env.cluster.replicas()[0].clone();
+    let report = env
+        .proxy
+        .ha
+        .switchover(&target.name)
+        .await
+        .expect("switchover");
+    println!(
+        "switchover to {} took {} ms",
+        report.new_primary, report.duration_ms
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let errors = errors.lock().expect("lock").clone();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    let present: BTreeSet<i32> = tokio::task::block_in_place(|| {
+        target
+            .psql("app", "SELECT id FROM ledger")
+            .expect("ledger")
+            .lines()
+            .map(|l| l.parse().expect("id"))
+            .collect()
+    });
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 50);
+    let lost: Vec<_> = acked.difference(&present).collect();
+    assert!(lost.is_empty(), "rows lost in the switchover: {lost:?}");
+    assert_eq!(
+        env.proxy.topology.load().primary_node().map(|n| n.port),
+        Some(target.port)
+    );
+    // Writes after the switchover land on the new primary.
+    let row = setup
+        .query_one(
+            "INSERT INTO ledger (id) VALUES (-1) RETURNING inet_server_port()",
+            &[],
+        )
+        .await
+        .expect("write after switchover");
+    assert_eq!(row.get::<_, i32>(0), target.port as i32);
+}

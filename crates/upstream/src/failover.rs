@@ -229,10 +229,9 @@ impl Ha {
         if result.is_err() {
             // Give the old primary its writes back.
             let _ = client
-                .batch_execute(
-                    "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
-                )
+                .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
                 .await;
+            let _ = client.batch_execute("SELECT pg_reload_conf()").await;
         }
         result
     }
@@ -246,29 +245,22 @@ impl Ha {
     ) -> Result<HaReport, String> {
         let topo = self.topology.load();
         let old_node = &topo.nodes[old];
-        // New transactions on the old primary become read-only; running ones finish (bounded).
-        client
-            .batch_execute(
-                "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf()",
-            )
+        // Writes are held in Meridian; what was already sent finishes, and open transactions
+        // get until the deadline to commit. Then the old primary turns read-only, so nothing
+        // can write there behind Meridian's back.
+        let deadline = Instant::now() + Duration::from_secs(self.config.failover.promote_timeout_s);
+        wait_for_quiet(client, deadline).await?;
+        // ALTER SYSTEM cannot share a (multi-statement, hence implicit) transaction.
+        let read_only = async {
+            client
+                .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+                .await?;
+            client.batch_execute("SELECT pg_reload_conf()").await
+        };
+        read_only
             .await
             .map_err(|e| format!("cannot make {} read-only: {e}", old_node.name))?;
-        let deadline = Instant::now() + Duration::from_secs(self.config.failover.promote_timeout_s);
-        loop {
-            let row = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
-                     AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction', \
-                     'idle in transaction (aborted)') AND application_name NOT LIKE 'meridian-%'",
-                    &[],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if row.get::<_, i64>(0) == 0 || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_quiet(client, deadline).await?;
         let final_lsn = lsn_query(client, "SELECT pg_current_wal_lsn()::text").await?;
         self.acknowledge(final_lsn);
         self.event(
@@ -684,6 +676,25 @@ impl Ha {
             let _ = conn.await;
         });
         Ok(client)
+    }
+}
+
+/// Waits (until `deadline`) for client backends on a primary to be idle outside transactions.
+async fn wait_for_quiet(client: &Client, deadline: Instant) -> Result<(), String> {
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction', \
+                 'idle in transaction (aborted)') AND application_name NOT LIKE 'meridian-%'",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if row.get::<_, i64>(0) == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -118,11 +118,9 @@ pub fn validate(spec: &Value, schema: &Value, v: &Value, at: &str, errors: &mut 
                 }
             }
         }
-        Value::Array(items) => {
-            if schema.get("items").is_some() {
-                for (i, item) in items.iter().enumerate() {
-                    validate(spec, &schema["items"], item, &format!("{at}[{i}]"), errors);
-                }
+        Value::Array(items) if schema.get("items").is_some() => {
+            for (i, item) in items.iter().enumerate() {
+                validate(spec, &schema["items"], item, &format!("{at}[{i}]"), errors);
             }
         }
         _ => {}
