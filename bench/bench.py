@@ -470,6 +470,13 @@ def measure_idle_rss(pid: int, port: int, n: int, settle: float = 2.0) -> dict:
         await _close_idle(conns)
         await asyncio.sleep(settle)
         res["after"] = vm_rss_kib(pid)
+        # A second round: memory kept after the first one should be reused, not added to.
+        conns, _ = await _open_idle(port, n, APP_USER, APP_PW, APP_DB, parallel=32)
+        await asyncio.sleep(settle)
+        res["with2"] = vm_rss_kib(pid)
+        await _close_idle(conns)
+        await asyncio.sleep(settle)
+        res["after2"] = vm_rss_kib(pid)
 
     asyncio.run(go())
     ok = max(res["ok"], 1)
@@ -1165,7 +1172,8 @@ class Bench:
                                                   settle=0.5 if smoke else 2.0)
                 r = self.rss[tkey]
                 log(f"  -> {r['ok']}/{idle_n} connected in {r['open_s']:.1f}s, VmRSS "
-                    f"{r['before']} -> {r['with']} -> {r['after']} KiB "
+                    f"{r['before']} -> {r['with']} -> {r['after']} KiB, second round "
+                    f"{r['with2']} -> {r['after2']} KiB "
                     f"({r['per_conn_kib']:.1f} KiB/conn)")
             except Exception as e:  # noqa: BLE001
                 self.rss[tkey] = {"error": str(e)}
@@ -1273,7 +1281,8 @@ class Bench:
             L.append(f"- {TARGET_TITLES[tkey]}: VmRSS {rss['before']} KiB idle → {rss['with']} "
                      f"KiB with {rss['ok']} idle authenticated clients (SCRAM, user `app`) → "
                      f"{rss['after']} KiB after they left: **{rss['per_conn_kib']:.1f} KiB per "
-                     f"connection** (connections opened in {rss['open_s']:.1f} s{errs})")
+                     f"connection** (connections opened in {rss['open_s']:.1f} s{errs}); "
+                     f"a second round of {rss['n']}: {rss['with2']} KiB → {rss['after2']} KiB")
         if "meridian-routing" in self.rss:
             L.append("  (Meridian opens each client's primary connection at login, so its "
                      "idle clients also hold a server connection each; PgBouncer's do not.)")

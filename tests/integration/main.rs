@@ -13,5 +13,6 @@ mod consistency;
 mod failover;
 mod protocol;
 mod routing;
+mod shutdown;
 mod support;
 mod upstream_failure;

@@ -10,6 +10,8 @@
 //! Mutating calls (every `POST`) need `Authorization: Bearer <proxy.admin_token>`; without a
 //! configured token they are refused with 403.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

@@ -222,6 +222,9 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Log output format: `text` or `json`.
     pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT: how long open transactions may run to completion before every
+    /// session is closed with 57P01, in milliseconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -237,6 +240,7 @@ impl Default for ProxyConfig {
             startup_timeout_ms: 15_000,
             connect_timeout_ms: 5_000,
             log_format: LogFormat::Text,
+            shutdown_timeout_ms: 30_000,
         }
     }
 }

@@ -34,6 +34,34 @@ pub struct Running {
 }
 
 impl Running {
+    /// Graceful shutdown: stops accepting clients, lets sessions finish their transactions (each
+    /// closes with 57P01 once idle), and after `timeout` closes whatever is left.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let _ = self.shutdown.send(true);
+        self.state
+            .drain
+            .send_replace(meridian_session::Drain::Draining);
+        let live = || self.state.live_sessions.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if live() > 0 {
+            tracing::warn!(
+                sessions = live(),
+                "shutdown timeout reached; closing sessions"
+            );
+            self.state
+                .drain
+                .send_replace(meridian_session::Drain::Closing);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            while live() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// Stops accepting clients and waits for the listener to finish.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);

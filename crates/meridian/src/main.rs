@@ -95,9 +95,14 @@ fn main() -> ExitCode {
             };
             meridian::logging::init(config.proxy.log_format);
             runtime_run(async move {
+                let timeout = std::time::Duration::from_millis(config.proxy.shutdown_timeout_ms);
                 let running = meridian::start(config).await?;
                 wait_for_signal().await;
-                tracing::info!("shutting down");
+                tracing::info!("shutting down: draining sessions (a second signal exits at once)");
+                tokio::select! {
+                    _ = running.drain(timeout) => {}
+                    _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+                }
                 running.stop().await;
                 Ok(())
             })

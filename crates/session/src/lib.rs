@@ -12,5 +12,5 @@ mod stats;
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
 pub use listener::serve;
-pub use state::{ProxyState, UserAuth};
+pub use state::{Drain, ProxyState, UserAuth};
 pub use stats::{ClientGuard, ServerConns, Stats, QUERY_BUCKETS_S, WAIT_BUCKETS_MS};

@@ -54,6 +54,22 @@ pub struct ProxyState {
     pub passthrough: Arc<Classification>,
     /// Failover controller (also tracks the highest acknowledged write position).
     pub ha: Arc<Ha>,
+    /// Graceful shutdown: `Running`, then `Draining` (sessions close when idle), then `Closing`
+    /// (every session closes now).
+    pub drain: tokio::sync::watch::Sender<Drain>,
+    /// Client sessions past startup that are still running.
+    pub live_sessions: std::sync::atomic::AtomicUsize,
+}
+
+/// Shutdown phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Normal operation.
+    Running,
+    /// Stop when idle: sessions end between transactions with 57P01.
+    Draining,
+    /// Stop now: every session ends with 57P01.
+    Closing,
 }
 
 impl ProxyState {
@@ -93,6 +109,8 @@ impl ProxyState {
             stats: Stats::default(),
             passthrough: Arc::new(Classification::write("passthrough")),
             ha,
+            drain: tokio::sync::watch::channel(Drain::Running).0,
+            live_sessions: std::sync::atomic::AtomicUsize::new(0),
             config,
             users,
             topology,

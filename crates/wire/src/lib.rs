@@ -41,6 +41,10 @@ pub mod messages;
 pub mod parse;
 pub mod startup;
 
+/// Fuzz-target bodies shared by `fuzz/` and the corpus replay tests; not API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use error::WireError;
 pub use frame::{body, peek_frame, split_frame, tag, FrameHeader};
 pub use startup::{decode_startup, StartupPacket};

@@ -103,6 +103,33 @@ async fn failover_through_the_api_and_ctl() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A planned switchover through ctl: pg3 (re-pointed to pg2) takes over.
+    let out = ctl(&env, Some(TOKEN), &["switchover", "--to", "pg3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("promoted pg3"));
+    let text = scrape_until(&env, "pg3 primary", |t| {
+        metric(
+            t,
+            "meridian_node_role",
+            &[("node", "pg3"), ("role", "primary")],
+        ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "meridian_failovers_total", &[("result", "success")]),
+        Some(2.0)
+    );
+    let events = get(&env, "/api/v1/events").await.json().expect("json");
+    eprintln!("events after failover and switchover: {events:#}");
+    eprintln!(
+        "failures counted: {:?}",
+        metric(&text, "meridian_failovers_total", &[("result", "failure")])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ use tracing::debug;
 
 use crate::cancel::CancelGuard;
 use crate::startup::Authenticated;
-use crate::{ProxyState, SessionError};
+use crate::{Drain, ProxyState, SessionError};
 
 pub(crate) use backend::{Backend, Owner};
 pub(crate) use state::SessionState;
@@ -141,6 +141,7 @@ impl Session {
         crbuf: BytesMut,
         auth: Authenticated,
     ) -> Result<(), SessionError> {
+        let _live = LiveGuard::new(state.clone());
         let cancel = state.cancels.register();
         let nodes = state.config.nodes.len();
         let max_message = state.config.proxy.max_message_bytes;
@@ -251,7 +252,23 @@ impl Session {
     }
 
     async fn event_loop(&mut self) -> Result<(), SessionError> {
+        let mut drain = self.state.drain.subscribe();
         loop {
+            let phase = *drain.borrow();
+            if phase != Drain::Running {
+                let idle = self.owners.is_empty()
+                    && self.to_backend.is_empty()
+                    && self.tx_status == b'I'
+                    && !self.broken;
+                if phase == Drain::Closing || idle {
+                    self.queue_error(
+                        "FATAL",
+                        "57P01",
+                        "terminating connection due to administrator command (Meridian is shutting down)",
+                    );
+                    return Ok(());
+                }
+            }
             if self.drain_client().await? == Flow::Close {
                 return Ok(());
             }
@@ -268,6 +285,7 @@ impl Session {
             };
             let has_backend = brd.is_some();
             let flow = tokio::select! {
+                _ = drain.changed() => Flow::Continue,
                 r = self.crd.read_buf(&mut self.crbuf), if want_client => {
                     match r {
                         Ok(0) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
@@ -452,6 +470,26 @@ impl Session {
         }
         self.backends.clear();
         self.deactivate();
+    }
+}
+
+/// Counts a running session.
+struct LiveGuard(Arc<ProxyState>);
+
+impl LiveGuard {
+    fn new(state: Arc<ProxyState>) -> Self {
+        state
+            .live_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LiveGuard(state)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .live_sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
