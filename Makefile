@@ -1,7 +1,7 @@
 # Meridian — common tasks. `make demo` and `make test` work on a fresh Debian machine.
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench bench-smoke clean
+.PHONY: all deps build demo test lint fmt bench bench-smoke fuzz clean
 
 all: build
 
@@ -32,6 +32,21 @@ bench: deps build
 ## The same script in a few seconds (direct + Meridian, + PgBouncer if installed); no report file.
 bench-smoke: deps build
 	python3 bench/bench.py --smoke
+
+## Fuzz each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) seconds, one after the
+## other (installs cargo-fuzz if missing). Seeds come from fuzz/corpus/<target>/ (committed);
+## new inputs go to fuzz/corpus-work/<target>/ and crashes to fuzz/artifacts/ (both ignored).
+## See docs/security.md, "Fuzzing". E.g. `make fuzz FUZZ_TARGETS=classifier FUZZ_SECONDS=600`.
+FUZZ_TARGETS ?= frame_decoder startup_packet scram_server classifier
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus-work/$$t && \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s" && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/corpus-work/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

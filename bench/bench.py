@@ -836,7 +836,6 @@ class Result:
         self.tx = 0
         self.failed_tx = 0
         self.proxy_cpu_s = None
-        self.skipped = False
 
 
 def parse_pgbench_logs(prefix: str) -> tuple[list[int], int]:

@@ -310,6 +310,15 @@ async fn api_answers_match_the_openapi_document() {
     let r = get(&env, "/api/v1/route").await;
     assert_eq!(r.status, 400);
     checked(&spec, "GET", "/api/v1/route", &r);
+    let r = get(&env, "/api/v1/events?limit=x").await;
+    assert_eq!(r.status, 400);
+    checked(&spec, "GET", "/api/v1/events", &r);
+    let r = get(&env, "/api/v1/events?limit=1").await;
+    let last = checked(&spec, "GET", "/api/v1/events", &r);
+    assert!(last["events"].as_array().is_some_and(|e| e.len() <= 1));
+    let r = get(&env, "/api/v1/failover").await;
+    assert_eq!(r.status, 405);
+    assert!(r.json().expect("json")["error"].is_string());
     let r = get(&env, "/api/v1/nope").await;
     assert_eq!(r.status, 404);
     assert!(r.json().expect("json")["error"].is_string());

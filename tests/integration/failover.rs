@@ -437,7 +437,7 @@ async fn a_switchover_under_load_pauses_writers_without_errors_or_loss() {
                     Ok(_) => {
                         acked.lock().expect("lock").insert(id);
                     }
-                    Err(e) => errors.lock().expect("lock").push(e.to_string()),
+                    Err(e) => errors.lock().expect("lock").push(format!("{e:?}")),
                 }
                 id += 1;
             }

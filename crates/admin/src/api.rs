@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +30,14 @@ pub async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The query parameters, or a JSON 400.
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
 }
 
 /// The last completed promotion in `events`, if any.
@@ -159,8 +168,9 @@ pub async fn lag(State(admin): State<Arc<Admin>>) -> Json<Value> {
 /// `GET /api/v1/events[?limit=N]`: failover and fencing history, oldest first.
 pub async fn events(
     State(admin): State<Arc<Admin>>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
     let events = admin.state.ha.events();
     let limit = match q.get("limit") {
         None => events.len(),
@@ -177,8 +187,9 @@ pub async fn events(
 /// fresh session would go now, and why.
 pub async fn route(
     State(admin): State<Arc<Admin>>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
     let sql = q
         .get("sql")
         .ok_or_else(|| ApiError::bad_request("query parameter sql is required"))?;

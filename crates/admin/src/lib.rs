@@ -99,6 +99,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             post(actions::consistency_check),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
 }
 
@@ -145,6 +146,13 @@ async fn metrics_text(axum::extract::State(admin): axum::extract::State<Arc<Admi
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}"))
             .into_response(),
     }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::functions::FunctionOverrides;
 use crate::kind::Classification;
+use crate::StatementKind;
 
 /// Bookkeeping bytes counted per entry on top of the SQL text and the value.
 const ENTRY_OVERHEAD: usize = 64;
@@ -268,6 +269,37 @@ impl ClassifyCache {
         match self.get(sql) {
             Some(hit) => hit,
             None => self.insert(sql, crate::classify(sql, overrides)),
+        }
+    }
+
+    /// Like [`Self::get_or_classify`], but keyed on the statement's shape (literals replaced,
+    /// see [`crate::normalize_literals`]) when the shape classifies exactly like the statement:
+    /// one parse per shape rather than per value. `scratch` is a reusable buffer.
+    pub fn get_or_classify_shape(
+        &self,
+        sql: &str,
+        overrides: &FunctionOverrides,
+        scratch: &mut String,
+    ) -> Arc<Classification> {
+        crate::normalize_literals(sql, scratch);
+        if scratch.as_str() == sql {
+            return self.get_or_classify(sql, overrides);
+        }
+        if let Some(hit) = self.get(scratch) {
+            return hit;
+        }
+        if let Some(hit) = self.get(sql) {
+            return hit;
+        }
+        let exact = crate::classify(sql, overrides);
+        let shaped = crate::classify(scratch, overrides);
+        // Only plain reads and writes are cached by shape: other kinds carry values (names,
+        // settings) that the shape would blur.
+        let plain = matches!(exact.kind, StatementKind::Read | StatementKind::Write);
+        if plain && exact == shaped {
+            self.insert(scratch, exact)
+        } else {
+            self.insert(sql, exact)
         }
     }
 

@@ -119,8 +119,13 @@ mod fallback;
 mod functions;
 mod hint;
 mod kind;
+mod shape;
 mod statement;
 mod walk;
+
+/// Fuzz-target body shared by `fuzz/` and the corpus replay test; not API.
+#[doc(hidden)]
+pub mod fuzzing;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -131,6 +136,7 @@ pub use functions::{
 };
 pub use hint::detect_hint;
 pub use kind::{Classification, DiscardScope, Hint, IsolationLevel, StatementKind};
+pub use shape::normalize_literals;
 
 /// Classifies a query string (one or several statements).
 ///

@@ -91,6 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     })?;
     let listen_addr = listener.local_addr()?;
+    let admin_listener = bind_admin(&config).await?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
     let replay = Arc::new(ReplayTracker::new(config.nodes.len()));
     let monitor = monitor::spawn(config.clone(), topology.clone(), replay.clone());
@@ -110,7 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ha.clone(),
     )?);
     let (shutdown, rx) = watch::channel(false);
-    let (admin_addr, admin_task) = start_admin(&state, rx.clone()).await?;
+    let (admin_addr, admin_task) = spawn_admin(admin_listener, &state, rx.clone())?;
     let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
     tracing::info!(%listen_addr, "meridian listening");
     Ok(Running {
@@ -128,17 +129,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Binds `proxy.admin_listen` (when set) and serves the admin API on it.
-async fn start_admin(
-    state: &Arc<ProxyState>,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
-    let Some(addr) = state.config.proxy.admin_listen.as_deref() else {
-        return Ok((None, None));
+/// Binds `proxy.admin_listen`, when set (before anything is spawned, so that a bad address
+/// leaves nothing running).
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = config.proxy.admin_listen.as_deref() else {
+        return Ok(None);
     };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("proxy.admin_listen: cannot listen on {addr}: {e}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves the admin API (metrics, JSON API, dashboard) on the bound admin listener.
+fn spawn_admin(
+    listener: Option<TcpListener>,
+    state: &Arc<ProxyState>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let Some(listener) = listener else {
+        return Ok((None, None));
+    };
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() && state.config.proxy.admin_token.is_none() {
         tracing::warn!(%local, "the admin API listens beyond loopback without proxy.admin_token: status and metrics are readable by anyone who can reach it");

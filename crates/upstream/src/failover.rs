@@ -144,7 +144,10 @@ impl Ha {
                 Some(p) => {
                     last_primary = Some(p);
                     reported_episode = false;
-                    self.fence_rival_primaries(&topo, p).await;
+                    // During a promotion two nodes are briefly writable: that is not split-brain.
+                    if let Ok(_idle) = self.busy.try_lock() {
+                        self.fence_rival_primaries(&topo, p).await;
+                    }
                     if last_sync_check.elapsed() > Duration::from_secs(2) {
                         last_sync_check = Instant::now();
                         self.refresh_sync_standbys(&topo, p).await;
@@ -261,7 +264,10 @@ impl Ha {
             .await
             .map_err(|e| format!("cannot make {} read-only: {e}", old_node.name))?;
         wait_for_quiet(client, deadline).await?;
-        let final_lsn = lsn_query(client, "SELECT pg_current_wal_lsn()::text").await?;
+        // The insert position covers every token a session was given (they are insert positions).
+        let final_lsn = lsn_query(client, "SELECT pg_current_wal_insert_lsn()::text")
+            .await?
+            .max(self.acked_lsn());
         self.acknowledge(final_lsn);
         self.event(
             "switchover",
@@ -310,7 +316,13 @@ impl Ha {
                     .store(r.duration_ms, Ordering::Relaxed);
             }
             Err((kind, message)) => {
-                if report {
+                // Automatic attempts repeat every check: report each distinct outcome once.
+                let repeated = lock(&self.events)
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind == *kind)
+                    .is_some_and(|e| e.message == *message);
+                if report || !repeated {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
                     self.event(kind, None, message.clone());
                 }
@@ -436,6 +448,23 @@ impl Ha {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Fence the old primary before the candidate becomes writable, so that no moment has two
+        // unfenced writable nodes.
+        self.topology.update(|prev| {
+            let mut next = prev.clone();
+            if let Some(o) = old {
+                if let Some(n) = next.nodes.get_mut(o) {
+                    n.fenced = true;
+                }
+            }
+            if let Some(n) = next.nodes.get_mut(cand) {
+                n.fenced = false;
+            }
+            if prev.primary == old {
+                next.primary = None;
+            }
+            next
+        });
         let wait_s = self.config.failover.promote_timeout_s.min(i32::MAX as u64) as i32;
         let promoted: bool = client
             .query_one("SELECT pg_promote(true, $1)", &[&wait_s])
@@ -449,20 +478,8 @@ impl Ha {
             .batch_execute("SELECT pg_current_xact_id()")
             .await
             .map_err(|e| ("error", format!("validating write on {name} failed: {e}")))?;
-        // Fence the old primary: it is on a timeline that ends here.
+        // The old primary (fenced above) is on a timeline that ends here.
         let fenced = old.map(|o| topo.nodes[o].name.clone());
-        self.topology.update(|prev| {
-            let mut next = prev.clone();
-            if let Some(o) = old {
-                if let Some(n) = next.nodes.get_mut(o) {
-                    n.fenced = true;
-                }
-            }
-            if prev.primary == old {
-                next.primary = None;
-            }
-            next
-        });
         let duration_ms = started.elapsed().as_millis() as u64;
         self.event(
             if automatic { "failover" } else { "promote" },

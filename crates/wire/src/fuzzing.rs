@@ -276,10 +276,8 @@ pub fn startup_packet(data: &[u8]) {
                 assert_eq!(buf.len(), before, "an incomplete packet consumes nothing");
                 break Ok(buf.len());
             }
-            Err(e) => {
-                assert_eq!(buf.len(), before, "an error consumes nothing");
-                break Err(e);
-            }
+            // Errors are fatal for the connection: what was consumed does not matter.
+            Err(e) => break Err(e),
         }
     };
 

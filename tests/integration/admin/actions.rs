@@ -68,7 +68,14 @@ async fn failover_through_the_api_and_ctl() {
         metric(&text, "meridian_node_fenced", &[("node", "pg1")]),
         Some(1.0)
     );
-    assert_eq!(metric(&text, "meridian_fenced_nodes", &[]), Some(1.0));
+    // Only the old primary is fenced (not the node just promoted, as a split-brain check racing
+    // with the promotion would do).
+    assert_eq!(
+        metric(&text, "meridian_fenced_nodes", &[]),
+        Some(1.0),
+        "events: {}",
+        get(&env, "/api/v1/events").await.body
+    );
     promtool_check(&text);
 
     let status = checked(
@@ -123,12 +130,6 @@ async fn failover_through_the_api_and_ctl() {
     assert_eq!(
         metric(&text, "meridian_failovers_total", &[("result", "success")]),
         Some(2.0)
-    );
-    let events = get(&env, "/api/v1/events").await.json().expect("json");
-    eprintln!("events after failover and switchover: {events:#}");
-    eprintln!(
-        "failures counted: {:?}",
-        metric(&text, "meridian_failovers_total", &[("result", "failure")])
     );
 }
 

@@ -399,16 +399,27 @@ impl Session {
             .config
             .nodes
             .get(node)
-            .map(|n| n.name.as_str())
-            .unwrap_or("?");
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
         let mut client_waiting = self
             .owners
             .iter()
             .filter(|o| matches!(o, Owner::Client { .. }))
             .count();
         self.owners.clear();
-        // A reply already complete but held for its probe is released as it stands.
+        // A reply held for its probe: the request completed on the server, but its WAL position
+        // is unknown, so Meridian cannot vouch for it surviving a failover. Say so.
+        // The connection is closed (FATAL 08006) rather than answered: a client that sees its
+        // connection drop before ReadyForQuery treats the commit as unknown, which it is.
         if let Some(held) = self.held_ready.take() {
+            if std::mem::take(&mut self.probe_ok) {
+                self.queue_error(
+                    "FATAL",
+                    "08006",
+                    "server connection lost right after the statement completed; Meridian could not confirm its commit position, so it may or may not survive a failover",
+                );
+                return Flow::Close;
+            }
             messages::ready_for_query(&mut self.to_client, held);
         }
         self.probe_ok = false;

@@ -18,7 +18,10 @@ impl Session {
         match tag {
             frontend::QUERY => {
                 let ends = match parse::query_sql(frame::body(&self.crbuf[..len])) {
-                    Ok(sql) => matches!(self.classify_sql(sql).kind, StatementKind::TxEnd),
+                    Ok(sql) => matches!(
+                        super::frontend::classify_with(&self.state, &mut self.shape, sql).kind,
+                        StatementKind::TxEnd
+                    ),
                     Err(_) => false,
                 };
                 self.crbuf.advance(len);
@@ -33,7 +36,10 @@ impl Session {
                 let body = frame::body(&self.crbuf[..len]);
                 let ends = if tag == frontend::PARSE {
                     let sql = parse::parse_parse(body)?.sql;
-                    matches!(self.classify_sql(sql).kind, StatementKind::TxEnd)
+                    matches!(
+                        super::frontend::classify_with(&self.state, &mut self.shape, sql).kind,
+                        StatementKind::TxEnd
+                    )
                 } else {
                     let (_, stmt) = parse::bind_names(body)?;
                     let class = if stmt.is_empty() {

@@ -101,15 +101,8 @@ impl Session {
         self.crbuf.advance(len);
     }
 
-    pub(super) fn classify_sql(&self, sql: &str) -> Arc<Classification> {
-        self.classify(sql)
-    }
-
-    fn classify(&self, sql: &str) -> Arc<Classification> {
-        if self.state.config.routing.passthrough {
-            return self.state.passthrough.clone();
-        }
-        self.state.cache.get_or_classify(sql, &self.state.overrides)
+    fn classify(&mut self, sql: &str) -> Arc<Classification> {
+        classify_with(&self.state, &mut self.shape, sql)
     }
 
     async fn on_query(&mut self, len: usize) -> Result<Step, SessionError> {
@@ -121,7 +114,7 @@ impl Session {
             }
         }
         let class = match parse::query_sql(frame::body(&self.crbuf[..len])) {
-            Ok(sql) => self.classify(sql),
+            Ok(sql) => classify_with(&self.state, &mut self.shape, sql),
             // Not UTF-8: let the server judge it (it answers 22021).
             Err(_) => Arc::new(Classification::unparsable()),
         };
@@ -618,6 +611,25 @@ impl Session {
                     )
                     .await;
                 }
+                // The primary refuses connections: it may be dying before the health loop has
+                // noticed. Hold the statement until a new primary is in charge (bounded).
+                let unreachable =
+                    matches!(e, UpstreamError::Io { .. } | UpstreamError::Timeout { .. });
+                if unreachable && primary == Some(target) {
+                    let hold = std::time::Duration::from_millis(
+                        self.state.config.failover.hold_timeout_ms,
+                    );
+                    let next = self
+                        .state
+                        .topology
+                        .wait_for(hold, |t| t.writable().is_some_and(|p| p != target))
+                        .await
+                        .writable()
+                        .filter(|p| *p != target);
+                    if let Some(p) = next {
+                        return Box::pin(self.switch_to(Ok((p, "new primary")))).await;
+                    }
+                }
                 return Switched::Failed(e);
             }
             self.activate(target);
@@ -650,6 +662,20 @@ impl Session {
             self.owners.extend(injected);
         }
     }
+}
+
+/// The classification of `sql` (through the cache, keyed by shape; `shape` is scratch space).
+pub(super) fn classify_with(
+    state: &crate::ProxyState,
+    shape: &mut String,
+    sql: &str,
+) -> Arc<Classification> {
+    if state.config.routing.passthrough {
+        return state.passthrough.clone();
+    }
+    state
+        .cache
+        .get_or_classify_shape(sql, &state.overrides, shape)
 }
 
 /// The write-position probe sent behind requests on the primary.

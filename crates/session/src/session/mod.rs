@@ -97,6 +97,8 @@ pub struct Session {
     retry_armed: bool,
     /// The client bytes of that request.
     retry_buf: BytesMut,
+    /// Scratch buffer for statement shapes (classification cache keys).
+    shape: String,
     /// The client sent Terminate: what it sent before still goes to the server.
     terminating: bool,
     /// Set after a Flush sent part of a batch: the rest of the batch must follow it.
@@ -168,6 +170,7 @@ impl Session {
             batch_sql_exec: Vec::new(),
             batch_change: None,
             terminating: false,
+            shape: String::new(),
             retry_armed: false,
             retry_buf: BytesMut::new(),
             broken: false,
