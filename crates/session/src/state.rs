@@ -59,6 +59,9 @@ pub struct ProxyState {
     pub drain: tokio::sync::watch::Sender<Drain>,
     /// Client sessions past startup that are still running.
     pub live_sessions: std::sync::atomic::AtomicUsize,
+    /// The primary's startup ParameterStatus frames per (user, database, startup parameters),
+    /// so that new clients can be greeted without opening a server connection.
+    pub param_cache: std::sync::Mutex<HashMap<String, bytes::Bytes>>,
 }
 
 /// Shutdown phase.
@@ -111,6 +114,7 @@ impl ProxyState {
             ha,
             drain: tokio::sync::watch::channel(Drain::Running).0,
             live_sessions: std::sync::atomic::AtomicUsize::new(0),
+            param_cache: std::sync::Mutex::new(HashMap::new()),
             config,
             users,
             topology,

@@ -222,20 +222,51 @@ impl Session {
             .nodes
             .iter()
             .position(|n| n.healthy && !n.fenced && n.role == meridian_upstream::Role::Replica);
-        let node = match (topo.primary, standby) {
-            (Some(p), _) => p,
-            (None, Some(r)) => r,
-            (None, None) => self.primary().await?,
-        };
-        self.ensure_backend(node).await?;
-        self.activate(node);
+        // Server connections open lazily: once a primary has answered a client with the same
+        // user, database and startup parameters, its ParameterStatus values are replayed and
+        // no server connection is opened until a statement needs one.
+        let key = self.param_key();
+        let cached = self
+            .state
+            .param_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned());
         messages::auth_ok(&mut self.to_client);
-        if let Some(b) = &self.backends[node] {
-            self.to_client.extend_from_slice(&b.conn.param_frames);
+        if let (Some(frames), Some(_)) = (cached, topo.primary) {
+            self.to_client.extend_from_slice(&frames);
+        } else {
+            let node = match (topo.primary, standby) {
+                (Some(p), _) => p,
+                (None, Some(r)) => r,
+                (None, None) => self.primary().await?,
+            };
+            self.ensure_backend(node).await?;
+            self.activate(node);
+            if let Some(b) = &self.backends[node] {
+                self.to_client.extend_from_slice(&b.conn.param_frames);
+                if topo.primary == Some(node) {
+                    if let Ok(mut cache) = self.state.param_cache.lock() {
+                        cache.insert(key, b.conn.param_frames.clone());
+                    }
+                }
+            }
         }
         messages::backend_key_data(&mut self.to_client, self.cancel.pid, self.cancel.secret);
         messages::ready_for_query(&mut self.to_client, b'I');
         Ok(())
+    }
+
+    /// What decides the ParameterStatus values a server reports at startup.
+    fn param_key(&self) -> String {
+        let mut key = format!("{}\0{}", self.auth.user, self.auth.database);
+        for (k, v) in &self.auth.params {
+            key.push('\0');
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+        }
+        key
     }
 
     async fn run(mut self) -> Result<(), SessionError> {
