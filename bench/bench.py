@@ -759,6 +759,7 @@ def meridian_config(cluster: Cluster, port: int, passthrough: bool) -> str:
 listen = "127.0.0.1:{port}"
 region = "local"
 max_client_connections = 10000
+worker_threads = {os.environ.get("MERIDIAN_WORKER_THREADS", "0")}
 
 [monitor]
 user = "{SUPERUSER}"

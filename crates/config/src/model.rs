@@ -222,6 +222,8 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Log output format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Threads serving client sessions; 0 means one per CPU core.
+    pub worker_threads: usize,
     /// On SIGTERM/SIGINT: how long open transactions may run to completion before every
     /// session is closed with 57P01, in milliseconds.
     pub shutdown_timeout_ms: u64,
@@ -241,6 +243,7 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 5_000,
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 30_000,
+            worker_threads: 0,
         }
     }
 }

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
                 }
             };
             meridian::logging::init(config.proxy.log_format);
-            runtime_run(async move {
+            runtime_run_with(config.proxy.worker_threads, async move {
                 let timeout = std::time::Duration::from_millis(config.proxy.shutdown_timeout_ms);
                 let running = meridian::start(config).await?;
                 wait_for_signal().await;
@@ -133,10 +133,19 @@ fn main() -> ExitCode {
 }
 
 fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    runtime_run_with(0, fut)
+}
+
+/// Runs `fut` on a multi-threaded runtime with `threads` workers (0: one per core).
+fn runtime_run_with(
+    threads: usize,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");

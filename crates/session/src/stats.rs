@@ -232,6 +232,15 @@ impl Stats {
         self.routed.with_label_values(&[role, reason]).inc();
     }
 
+    /// The counter behind [`Self::routed`] for one (role, reason), for callers that keep it.
+    pub fn routed_counter(
+        &self,
+        role: &'static str,
+        reason: &'static str,
+    ) -> prometheus::IntCounter {
+        self.routed.with_label_values(&[role, reason])
+    }
+
     /// A server connection to `node` was opened.
     pub fn server_opened(&self, node: usize) {
         self.server_conns(node, |c| {

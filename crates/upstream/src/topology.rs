@@ -116,8 +116,14 @@ impl TopologyHandle {
         }
     }
 
-    /// The current snapshot (lock-free).
-    pub fn load(&self) -> Arc<Topology> {
+    /// The current snapshot (lock-free, and without touching a shared reference count: cheap
+    /// enough for every statement). Do not hold it across an `.await`; use `load_full` there.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, to keep.
+    pub fn load_full(&self) -> Arc<Topology> {
         self.current.load_full()
     }
 
@@ -149,13 +155,13 @@ impl TopologyHandle {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let topo = self.load();
+            let topo = self.load_full();
             if pred(&topo) {
                 return topo;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return self.load(),
+                _ => return self.load_full(),
             }
         }
     }

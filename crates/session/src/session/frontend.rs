@@ -636,9 +636,25 @@ impl Session {
         }
         debug!(node = target, reason, "route");
         let role = self.role_of(Some(target));
-        self.state.stats.routed(role, reason);
+        self.count_route(role, reason);
         self.catch_up(target);
         Switched::Ready(target)
+    }
+
+    /// Counts a routing decision (the session keeps the counters it has used, so the hot path
+    /// does no label lookup).
+    fn count_route(&mut self, role: &'static str, reason: &'static str) {
+        if let Some((_, _, c)) = self
+            .route_counters
+            .iter()
+            .find(|(r, why, _)| *r == role && *why == reason)
+        {
+            c.inc();
+            return;
+        }
+        let c = self.state.stats.routed_counter(role, reason);
+        c.inc();
+        self.route_counters.push((role, reason, c));
     }
 
     /// Replays settings and pending closes on `node` before it serves the next statement.

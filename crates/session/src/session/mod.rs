@@ -97,6 +97,8 @@ pub struct Session {
     retry_armed: bool,
     /// The client bytes of that request.
     retry_buf: BytesMut,
+    /// Routing counters this session has used.
+    route_counters: Vec<(&'static str, &'static str, prometheus::IntCounter)>,
     /// Scratch buffer for statement shapes (classification cache keys).
     shape: String,
     /// The client sent Terminate: what it sent before still goes to the server.
@@ -171,6 +173,7 @@ impl Session {
             batch_change: None,
             terminating: false,
             shape: String::new(),
+            route_counters: Vec::new(),
             retry_armed: false,
             retry_buf: BytesMut::new(),
             broken: false,

@@ -127,7 +127,7 @@ impl Session {
 
     /// Where a read goes under the session's consistency mode.
     async fn read_target(&mut self) -> Result<(usize, &'static str), UpstreamError> {
-        let state = self.state.clone();
+        let state = &self.state;
         let stats = &state.stats;
         let (required, prefer) = match self.consistency {
             Consistency::Strong => {
