@@ -15,9 +15,12 @@ build:
 demo: deps build
 	./target/release/meridian demo
 
-## Run the whole test suite (unit tests and integration tests against a real cluster).
+## Run the whole test suite (unit tests, integration tests against a real cluster, the fuzz
+## corpus replay, and the benchmark script in smoke mode so that it cannot rot).
 test: deps
 	$(CARGO) test --workspace --all-targets
+	$(CARGO) build -p meridian
+	python3 bench/bench.py --smoke --meridian-bin target/debug/meridian
 
 ## Formatting and lints, as CI expects them.
 lint:
