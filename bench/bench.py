@@ -1284,8 +1284,8 @@ class Bench:
                      f"connection** (connections opened in {rss['open_s']:.1f} s{errs}); "
                      f"a second round of {rss['n']}: {rss['with2']} KiB → {rss['after2']} KiB")
         if "meridian-routing" in self.rss:
-            L.append("  (Meridian opens each client's primary connection at login, so its "
-                     "idle clients also hold a server connection each; PgBouncer's do not.)")
+            L.append("  (Meridian opens server connections lazily: after the first login with the "
+                     "same user, database and options, an idle client holds no server connection.)")
         sel = self.results.get("select-simple", {})
         sel_clients = next((min(c, SMOKE_CLIENTS) if o.smoke else c)
                            for k, _, _, c, _ in WORKLOADS if k == "select-simple")
