@@ -262,7 +262,7 @@ impl Ha {
         };
         read_only
             .await
-            .map_err(|e| format!("cannot make {} read-only: {e}", old_node.name))?;
+            .map_err(|e| format!("cannot make {} read-only: {}", old_node.name, pg_err(&e)))?;
         wait_for_quiet(client, deadline).await?;
         // The insert position covers every token a session was given (they are insert positions).
         let final_lsn = lsn_query(client, "SELECT pg_current_wal_insert_lsn()::text")
@@ -315,6 +315,7 @@ impl Ha {
                     .last_duration_ms
                     .store(r.duration_ms, Ordering::Relaxed);
             }
+            Err(("noop", _)) => {}
             Err((kind, message)) => {
                 // Automatic attempts repeat every check: report each distinct outcome once.
                 let repeated = lock(&self.events)
@@ -340,7 +341,7 @@ impl Ha {
         let started = Instant::now();
         let topo = self.topology.load();
         if automatic && topo.primary.is_some() {
-            return Err(("refused", "the primary is back; nothing to do".into()));
+            return Err(("noop", "the primary is back; nothing to do".into()));
         }
         let replicas: Vec<usize> = (0..topo.nodes.len())
             .filter(|&i| {
@@ -470,14 +471,24 @@ impl Ha {
             .query_one("SELECT pg_promote(true, $1)", &[&wait_s])
             .await
             .and_then(|r| r.try_get(0))
-            .map_err(|e| ("error", format!("pg_promote on {name} failed: {e}")))?;
+            .map_err(|e| {
+                (
+                    "error",
+                    format!("pg_promote on {name} failed: {}", pg_err(&e)),
+                )
+            })?;
         if !promoted {
             return Err(("error", format!("{name} did not finish promotion in time")));
         }
         client
             .batch_execute("SELECT pg_current_xact_id()")
             .await
-            .map_err(|e| ("error", format!("validating write on {name} failed: {e}")))?;
+            .map_err(|e| {
+                (
+                    "error",
+                    format!("validating write on {name} failed: {}", pg_err(&e)),
+                )
+            })?;
         // The old primary (fenced above) is on a timeline that ends here.
         let fenced = old.map(|o| topo.nodes[o].name.clone());
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -562,7 +573,12 @@ impl Ha {
                 Err(e) => self.event(
                     "error",
                     Some(&n.name),
-                    format!("could not re-point {} to {}: {e}", n.name, np.name),
+                    format!(
+                        "could not re-point {} to {}: {}",
+                        n.name,
+                        np.name,
+                        pg_err(&e)
+                    ),
                 ),
             }
         }
@@ -688,7 +704,7 @@ impl Ha {
             .dbname(&self.config.monitor.database)
             .application_name("meridian-failover")
             .connect_timeout(Duration::from_millis(self.config.monitor.timeout_ms));
-        let (client, conn) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+        let (client, conn) = pg.connect(NoTls).await.map_err(|e| pg_err(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -715,8 +731,16 @@ async fn wait_for_quiet(client: &Client, deadline: Instant) -> Result<(), String
     }
 }
 
+/// A server error's SQLSTATE and message (tokio-postgres' Display says only "db error").
+fn pg_err(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
 async fn lsn_query(c: &Client, sql: &str) -> Result<Lsn, String> {
-    let row = c.query_one(sql, &[]).await.map_err(|e| e.to_string())?;
+    let row = c.query_one(sql, &[]).await.map_err(|e| pg_err(&e))?;
     let text: Option<String> = row.try_get(0).map_err(|e| e.to_string())?;
     text.unwrap_or_default()
         .parse()
