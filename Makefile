@@ -1,7 +1,7 @@
 # Meridian — common tasks. `make demo` and `make test` work on a fresh Debian machine.
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench bench-smoke fuzz clean
+.PHONY: all deps build demo test lint fmt bench bench-smoke bench-failover fuzz clean
 
 all: build
 
@@ -35,6 +35,12 @@ bench: deps build
 ## The same script in a few seconds (direct + Meridian, + PgBouncer if installed); no report file.
 bench-smoke: deps build
 	python3 bench/bench.py --smoke
+
+## Failover timing: kill -9 of the primary to the first successful write through Meridian,
+## over FAILOVER_RUNS runs (default 10) with the default [failover] settings.
+FAILOVER_RUNS ?= 10
+bench-failover: deps
+	$(CARGO) run --release -p meridian --example failover_time -- $(FAILOVER_RUNS)
 
 ## Fuzz each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) seconds, one after the
 ## other (installs cargo-fuzz if missing). Seeds come from fuzz/corpus/<target>/ (committed);
