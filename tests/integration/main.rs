@@ -11,6 +11,7 @@ mod cli;
 mod clients;
 mod consistency;
 mod failover;
+mod limits;
 mod protocol;
 mod routing;
 mod shutdown;

@@ -222,6 +222,12 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Log output format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Close a client session idle (outside a transaction) this long, in milliseconds, with
+    /// 57P05; 0 disables.
+    pub client_idle_timeout_ms: u64,
+    /// Close a client session idle inside a transaction this long, in milliseconds, with 25P03
+    /// (the transaction is rolled back); 0 disables.
+    pub idle_in_transaction_timeout_ms: u64,
     /// Threads serving client sessions; 0 means one per CPU core.
     pub worker_threads: usize,
     /// On SIGTERM/SIGINT: how long open transactions may run to completion before every
@@ -244,6 +250,8 @@ impl Default for ProxyConfig {
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 30_000,
             worker_threads: 0,
+            client_idle_timeout_ms: 0,
+            idle_in_transaction_timeout_ms: 0,
         }
     }
 }
@@ -284,6 +292,9 @@ pub struct UserConfig {
     /// How clients authenticate to Meridian as this user.
     #[serde(default)]
     pub auth: AuthMethod,
+    /// Most client sessions this user may have at once (53300 beyond); unlimited when absent.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 /// `[monitor]`: Meridian's own credentials for health and topology queries.

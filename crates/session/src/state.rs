@@ -26,6 +26,10 @@ pub struct UserAuth {
     pub method: AuthMethod,
     /// SCRAM verifier derived once at startup (PBKDF2 is deliberately slow).
     pub scram: ScramSecret,
+    /// `users[].max_connections`.
+    pub max_connections: Option<usize>,
+    /// Sessions of this user right now.
+    pub sessions: std::sync::atomic::AtomicUsize,
 }
 
 /// Everything a session needs from the rest of the proxy.
@@ -95,6 +99,8 @@ impl ProxyState {
                     password,
                     method: u.auth,
                     scram,
+                    max_connections: u.max_connections,
+                    sessions: std::sync::atomic::AtomicUsize::new(0),
                 },
             );
         }

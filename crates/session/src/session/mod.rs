@@ -146,6 +146,17 @@ impl Session {
         auth: Authenticated,
     ) -> Result<(), SessionError> {
         let _live = LiveGuard::new(state.clone());
+        let _user = match UserGuard::new(&state, &auth.user) {
+            Some(g) => g,
+            None => {
+                let mut out = BytesMut::new();
+                let message = format!("too many connections for role \"{}\"", auth.user);
+                messages::error_response(&mut out, "FATAL", "53300", &message);
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&out)).await;
+                return Err(SessionError::TooManyClients);
+            }
+        };
         let cancel = state.cancels.register();
         let nodes = state.config.nodes.len();
         let max_message = state.config.proxy.max_message_bytes;
@@ -260,6 +271,29 @@ impl Session {
         Ok(())
     }
 
+    /// The idle timeout that applies now, if the session is idle and one is configured.
+    fn idle_limit(&self) -> Option<(Duration, &'static str, &'static str)> {
+        let busy = !self.owners.is_empty() || !self.to_backend.is_empty() || !self.crbuf.is_empty();
+        if busy {
+            return None;
+        }
+        let p = &self.state.config.proxy;
+        let (ms, code, message) = if self.tx_status == b'I' && !self.broken {
+            (
+                p.client_idle_timeout_ms,
+                "57P05",
+                "terminating connection due to idle-session timeout",
+            )
+        } else {
+            (
+                p.idle_in_transaction_timeout_ms,
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout",
+            )
+        };
+        (ms > 0).then(|| (Duration::from_millis(ms), code, message))
+    }
+
     /// What decides the ParameterStatus values a server reports at startup.
     fn param_key(&self) -> String {
         let mut key = format!("{}\0{}", self.auth.user, self.auth.database);
@@ -312,6 +346,7 @@ impl Session {
             self.try_write();
             let want_client = !self.stalled && self.to_backend.len() < HIGH_WATER;
             let want_backend = self.to_client.len() < HIGH_WATER;
+            let idle_limit = self.idle_limit();
             let (brd, bwr, brbuf) = match self.active.and_then(|i| self.backends[i].as_mut()) {
                 Some(b) => (
                     Some(&mut b.conn.rd),
@@ -323,6 +358,12 @@ impl Session {
             let has_backend = brd.is_some();
             let flow = tokio::select! {
                 _ = drain.changed() => Flow::Continue,
+                _ = sleep_opt(idle_limit.map(|(d, _, _)| d)) => {
+                    if let Some((_, code, message)) = idle_limit {
+                        self.queue_error("FATAL", code, message);
+                    }
+                    return Ok(());
+                }
                 r = self.crd.read_buf(&mut self.crbuf), if want_client => {
                     match r {
                         Ok(0) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
@@ -510,6 +551,29 @@ impl Session {
     }
 }
 
+/// Holds one of a user's `max_connections` slots.
+struct UserGuard(Arc<ProxyState>, String);
+
+impl UserGuard {
+    fn new(state: &Arc<ProxyState>, user: &str) -> Option<Self> {
+        let u = state.users.get(user)?;
+        let n = u.sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let guard = UserGuard(state.clone(), user.to_string());
+        match u.max_connections {
+            Some(max) if n > max => None,
+            _ => Some(guard),
+        }
+    }
+}
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        if let Some(u) = self.0.users.get(&self.1) {
+            u.sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
 /// Counts a running session.
 struct LiveGuard(Arc<ProxyState>);
 
@@ -527,6 +591,13 @@ impl Drop for LiveGuard {
         self.0
             .live_sessions
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
