@@ -97,6 +97,7 @@ fn main() -> ExitCode {
             runtime_run_with(config.proxy.worker_threads, async move {
                 let timeout = std::time::Duration::from_millis(config.proxy.shutdown_timeout_ms);
                 let running = meridian::start(config).await?;
+                ignore_sighup();
                 wait_for_signal().await;
                 tracing::info!("shutting down: draining sessions (a second signal exits at once)");
                 tokio::select! {
@@ -157,6 +158,24 @@ fn runtime_run_with(
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGHUP would end the process by default; until configuration reload exists it is logged
+/// and otherwise ignored, so that `systemctl reload` cannot stop the proxy.
+fn ignore_sighup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP received: configuration reload is not implemented yet; restart Meridian (it drains gracefully) to apply changes"
+                    );
+                }
+            });
         }
     }
 }
