@@ -46,19 +46,33 @@ async fn wait_events(env: &Env, kind: &str, within: Duration) -> bool {
 
 /// Inserts rows `base..` in a loop until `stop`, recording every acknowledged id.
 async fn ledger_writer(
+    env_cfg: tokio_postgres::Config,
     client: Client,
     base: i32,
     acked: Arc<Mutex<BTreeSet<i32>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Client {
+    let mut client = client;
     let mut id = base;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if client
+        match client
             .execute("INSERT INTO ledger (id) VALUES ($1)", &[&id])
             .await
-            .is_ok()
         {
-            acked.lock().expect("lock").insert(id);
+            Ok(_) => {
+                acked.lock().expect("lock").insert(id);
+            }
+            Err(_) => {
+                // Back off a little, and reconnect as an application would if the connection
+                // is gone.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if client.is_closed() {
+                    if let Ok((c, conn)) = env_cfg.connect(tokio_postgres::NoTls).await {
+                        tokio::spawn(conn);
+                        client = c;
+                    }
+                }
+            }
         }
         id += 1;
     }
@@ -110,6 +124,7 @@ async fn kill_9_of_the_primary_loses_no_acknowledged_write() {
     for w in 0..4 {
         let c = env.connect().await;
         writers.push(tokio::spawn(ledger_writer(
+            env.pg_config(creds::APP_USER, creds::APP_PASSWORD),
             c,
             w * 1_000_000,
             acked.clone(),
@@ -437,7 +452,10 @@ async fn a_switchover_under_load_pauses_writers_without_errors_or_loss() {
                     Ok(_) => {
                         acked.lock().expect("lock").insert(id);
                     }
-                    Err(e) => errors.lock().expect("lock").push(format!("{e:?}")),
+                    Err(e) => {
+                        errors.lock().expect("lock").push(format!("{e:?}"));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
                 id += 1;
             }

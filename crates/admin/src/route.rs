@@ -2,55 +2,12 @@
 //! transaction, no pins, no prepared statements, no read-your-writes token). The rules are those
 //! of the session's routing (`want` then `resolve`), in a stateless form.
 
-use meridian_classify::{classify, Classification, Hint, StatementKind};
+use meridian_classify::{classify, Hint, StatementKind};
 use meridian_config::Consistency;
 use meridian_router::NoReplica;
-use meridian_session::ProxyState;
-use meridian_upstream::{Lsn, Volatility};
+use meridian_session::{want_of, ProxyState, Want};
+use meridian_upstream::Lsn;
 use serde_json::{json, Value};
-
-/// What one statement wants, before the topology is consulted.
-enum Want {
-    Primary(&'static str),
-    Replica,
-    /// Runs where the session already is: on the primary for a fresh session.
-    Stay,
-}
-
-fn want(state: &ProxyState, class: &Classification, database: &str) -> Want {
-    if class.hint == Some(Hint::Primary) {
-        return Want::Primary("hint");
-    }
-    match &class.kind {
-        StatementKind::TxBegin { .. } if class.needs_primary() => Want::Primary("transaction"),
-        StatementKind::TxBegin {
-            read_only: Some(true),
-            ..
-        } => Want::Replica,
-        StatementKind::TxBegin { .. } => Want::Primary("transaction"),
-        // A fresh session has no prepared statements.
-        StatementKind::Execute { .. } => Want::Primary("unknown prepared statement"),
-        _ if class.needs_primary() => Want::Primary(if class.pins_session {
-            "pinned"
-        } else {
-            class.reason
-        }),
-        StatementKind::Read => {
-            if class.needs_function_lookup() {
-                for f in &class.unknown_functions {
-                    match state.functions.lookup(database, f) {
-                        Some(Volatility::Volatile) => return Want::Primary("volatile function"),
-                        Some(_) => {}
-                        None => return Want::Primary("unknown function"),
-                    }
-                }
-            }
-            Want::Replica
-        }
-        StatementKind::Unparsable => Want::Replica,
-        _ => Want::Stay,
-    }
-}
 
 fn kind_name(kind: &StatementKind) -> &'static str {
     match kind {
@@ -93,7 +50,7 @@ pub fn explain(state: &ProxyState, sql: &str, database: &str, consistency: Consi
     let (target, node, reason): (&str, Option<String>, &str) = match &class {
         None => ("primary", primary.clone(), "passthrough"),
         Some(c) if c.kind.is_meridian() => ("proxy", None, "answered by meridian"),
-        Some(c) => match want(state, c, database) {
+        Some(c) => match want_of(state, database, c, &|_| None) {
             Want::Primary(reason) => ("primary", primary.clone(), reason),
             Want::Stay => ("primary", primary.clone(), "session"),
             Want::Replica if consistency == Consistency::Strong => {

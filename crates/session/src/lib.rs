@@ -5,6 +5,8 @@ mod cancel;
 mod error;
 mod listener;
 mod session;
+
+pub use session::route::{want_of, Want};
 mod startup;
 mod state;
 mod stats;

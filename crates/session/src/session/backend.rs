@@ -178,6 +178,12 @@ impl Session {
             let Some(b) = self.backends[node].as_mut() else {
                 return Ok(());
             };
+            // A reply whose request is followed by a probe is held from its first byte.
+            if self.hold_mark.is_none()
+                && matches!(self.owners.front(), Some(Owner::Client { probe: true, .. }))
+            {
+                self.hold_mark = Some(self.to_client.len());
+            }
             // Forward runs of frames that belong to the client in one copy.
             let mut off = 0;
             let mut stop = None;
@@ -224,6 +230,15 @@ impl Session {
             }
             self.to_client.extend_from_slice(&b.conn.rbuf[..off]);
             b.conn.rbuf.advance(off);
+            // A large reply is not held back in full (that would buffer without bound and stop
+            // reading the server before the probe's answer): past the high-water mark it flows,
+            // and only its ReadyForQuery waits for the probe.
+            if self
+                .hold_mark
+                .is_some_and(|m| self.to_client.len() - m > super::HIGH_WATER)
+            {
+                self.hold_mark = None;
+            }
             let Some((tag, len, swallow)) = stop else {
                 return Ok(());
             };
@@ -358,6 +373,7 @@ impl Session {
                 if let Some(held) = self.held_ready.take() {
                     messages::ready_for_query(&mut self.to_client, held);
                 }
+                self.hold_mark = None;
             }
             Some(Owner::Silent) | None => {}
         }
@@ -401,6 +417,7 @@ impl Session {
             .get(node)
             .map(|n| n.name.clone())
             .unwrap_or_default();
+        let front_error = matches!(self.owners.front(), Some(Owner::Client { error: true, .. }));
         let mut client_waiting = self
             .owners
             .iter()
@@ -409,18 +426,34 @@ impl Session {
         self.owners.clear();
         // A reply held for its probe: the request completed on the server, but its WAL position
         // is unknown, so Meridian cannot vouch for it surviving a failover. Say so.
-        // The connection is closed (FATAL 08006) rather than answered: a client that sees its
-        // connection drop before ReadyForQuery treats the commit as unknown, which it is.
-        if let Some(held) = self.held_ready.take() {
-            if std::mem::take(&mut self.probe_ok) {
-                self.queue_error(
-                    "FATAL",
-                    "08006",
-                    "server connection lost right after the statement completed; Meridian could not confirm its commit position, so it may or may not survive a failover",
-                );
-                return Flow::Close;
+        // A reply held for its probe never reached the client: the request completed on the
+        // server, but Meridian could not record its position, so it is not acknowledged. The
+        // client gets an error instead (its outcome is unknown, as with any connection lost
+        // during a commit) and keeps its session.
+        let held_success = if self.held_ready.is_some() {
+            self.probe_ok
+        } else {
+            !front_error
+        };
+        if let (Some(mark), true) = (self.hold_mark, held_success) {
+            self.hold_mark = None;
+            self.to_client.truncate(mark);
+            if self.held_ready.take().is_some() {
+                client_waiting += 1;
             }
-            messages::ready_for_query(&mut self.to_client, held);
+            self.queue_error(
+                "ERROR",
+                "08006",
+                "server connection lost before the statement's commit position could be confirmed; it may or may not have been committed",
+            );
+            messages::ready_for_query(&mut self.to_client, b'I');
+            client_waiting = client_waiting.saturating_sub(1);
+        } else {
+            // A failed request (the server said why, e.g. 57P01) is released as it stands.
+            self.hold_mark = None;
+            if let Some(held) = self.held_ready.take() {
+                messages::ready_for_query(&mut self.to_client, held);
+            }
         }
         self.probe_ok = false;
         self.probe_lsn = None;

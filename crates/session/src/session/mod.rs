@@ -16,7 +16,7 @@ mod backend;
 mod broken;
 mod frontend;
 mod local;
-mod route;
+pub(crate) mod route;
 mod state;
 
 use std::collections::VecDeque;
@@ -128,6 +128,11 @@ pub struct Session {
     /// A client ReadyForQuery held back until the write-position probe behind it answers, so the
     /// client learns its new `meridian.lsn` before it can send anything else.
     held_ready: Option<u8>,
+    /// Where in `to_client` the reply of a request waiting for its probe begins: nothing from
+    /// there on is written until the probe answers, so a client never sees a commit whose
+    /// position Meridian could not record (if the server dies first, that reply is replaced by
+    /// an error).
+    hold_mark: Option<usize>,
     /// The request the pending probe follows succeeded and committed.
     probe_ok: bool,
     /// The last CommandComplete was `ROLLBACK` (a failed or rolled-back transaction).
@@ -205,6 +210,7 @@ impl Session {
             read_replica: None,
             held_ready: None,
             probe_ok: false,
+            hold_mark: None,
             last_command_rollback: false,
             probe_lsn: None,
         };
@@ -347,6 +353,7 @@ impl Session {
             let want_client = !self.stalled && self.to_backend.len() < HIGH_WATER;
             let want_backend = self.to_client.len() < HIGH_WATER;
             let idle_limit = self.idle_limit();
+            let sendable = self.sendable();
             let (brd, bwr, brbuf) = match self.active.and_then(|i| self.backends[i].as_mut()) {
                 Some(b) => (
                     Some(&mut b.conn.rd),
@@ -387,10 +394,10 @@ impl Session {
                         Err(e) => self.backend_lost(&e.to_string()),
                     }
                 }
-                r = self.cwr.write(&self.to_client), if !self.to_client.is_empty() => {
+                r = self.cwr.write(&self.to_client[..sendable]), if sendable > 0 => {
                     match r {
                         Ok(n) => {
-                            self.to_client.advance(n);
+                            self.sent_to_client(n);
                             Flow::Continue
                         }
                         Err(e) => return Err(SessionError::ClientIo(e)),
@@ -497,11 +504,26 @@ impl Session {
         }
     }
 
+    /// How much of `to_client` may be written now: a reply waiting for its write-position probe
+    /// is held back entirely (see `hold_mark`).
+    fn sendable(&self) -> usize {
+        self.hold_mark.unwrap_or(self.to_client.len())
+    }
+
+    /// `n` bytes of `to_client` reached the client.
+    fn sent_to_client(&mut self, n: usize) {
+        self.to_client.advance(n);
+        if let Some(m) = &mut self.hold_mark {
+            *m = m.saturating_sub(n);
+        }
+    }
+
     /// Writes whatever the sockets accept right now without waiting.
     fn try_write(&mut self) {
-        if !self.to_client.is_empty() {
-            if let Ok(n) = self.cwr.try_write(&self.to_client) {
-                self.to_client.advance(n);
+        let sendable = self.sendable();
+        if sendable > 0 {
+            if let Ok(n) = self.cwr.try_write(&self.to_client[..sendable]) {
+                self.sent_to_client(n);
             }
         }
         if !self.to_backend.is_empty() {

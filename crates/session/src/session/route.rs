@@ -10,7 +10,10 @@ use meridian_router::NoReplica;
 use meridian_upstream::{Lsn, UpstreamError, Volatility};
 use tracing::debug;
 
+use std::sync::Arc;
+
 use super::Session;
+use crate::ProxyState;
 use crate::Stats;
 
 /// What a batch of statements needs, combined over its statements.
@@ -38,66 +41,83 @@ impl Need {
     }
 }
 
-/// What one statement wants.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Want {
+/// What one statement wants, before the session and the topology are consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// It must run on the primary, for this reason.
     Primary(&'static str),
+    /// It runs where the session already is (transaction control, cursors, session state).
     Stay,
+    /// A replica may serve it.
     Replica,
 }
 
-impl Session {
-    /// The want of one classified statement.
-    pub(super) fn want(&self, class: &Classification) -> Want {
-        if class.hint == Some(Hint::Primary) {
-            return Want::Primary("hint");
-        }
-        match &class.kind {
-            StatementKind::TxBegin { .. } if class.needs_primary() => Want::Primary("transaction"),
-            StatementKind::TxBegin {
-                read_only: Some(true),
-                ..
-            } => Want::Replica,
-            StatementKind::TxBegin { .. } => Want::Primary("transaction"),
-            StatementKind::Execute { name } => match self.sstate.sql_prepared.get(name) {
-                Some((_, inner)) => {
-                    let inner = inner.clone();
-                    self.want(&inner)
+/// The want of one classified statement in `database`. `prepared` gives the classification of
+/// a SQL-level prepared statement by name (for `EXECUTE`). Used by sessions and by the admin
+/// API's `route` endpoint, so both follow the same rules.
+pub fn want_of(
+    state: &ProxyState,
+    database: &str,
+    class: &Classification,
+    prepared: &dyn Fn(&str) -> Option<Arc<Classification>>,
+) -> Want {
+    if class.hint == Some(Hint::Primary) {
+        return Want::Primary("hint");
+    }
+    match &class.kind {
+        StatementKind::TxBegin { .. } if class.needs_primary() => Want::Primary("transaction"),
+        StatementKind::TxBegin {
+            read_only: Some(true),
+            ..
+        } => Want::Replica,
+        StatementKind::TxBegin { .. } => Want::Primary("transaction"),
+        StatementKind::Execute { name } => match prepared(name) {
+            Some(inner) => want_of(state, database, &inner, prepared),
+            None => Want::Primary("unknown prepared statement"),
+        },
+        _ if class.needs_primary() => Want::Primary(if class.pins_session {
+            "pinned"
+        } else {
+            class.reason
+        }),
+        StatementKind::Read => {
+            if class.needs_function_lookup() {
+                if let Some(reason) = volatile_function(state, database, class) {
+                    return Want::Primary(reason);
                 }
-                None => Want::Primary("unknown prepared statement"),
-            },
-            _ if class.needs_primary() => Want::Primary(if class.pins_session {
-                "pinned"
-            } else {
-                class.reason
-            }),
-            StatementKind::Read => {
-                if class.needs_function_lookup() {
-                    if let Some(reason) = self.volatile_function(class) {
-                        return Want::Primary(reason);
-                    }
-                }
-                Want::Replica
             }
-            StatementKind::Unparsable => Want::Replica, // only reached with a replica hint
-            _ => Want::Stay,
+            Want::Replica
+        }
+        StatementKind::Unparsable => Want::Replica, // only reached with a replica hint
+        _ => Want::Stay,
+    }
+}
+
+/// `Some(reason)` if any function the classifier did not know may write.
+fn volatile_function(
+    state: &ProxyState,
+    database: &str,
+    class: &Classification,
+) -> Option<&'static str> {
+    let catalog = &state.functions;
+    for f in &class.unknown_functions {
+        match catalog.lookup(database, f) {
+            Some(Volatility::Volatile) => return Some("volatile function"),
+            Some(_) => {}
+            None => {
+                catalog.request_refresh();
+                return Some("unknown function");
+            }
         }
     }
+    None
+}
 
-    /// `Some(reason)` if any function the classifier did not know may write.
-    fn volatile_function(&self, class: &Classification) -> Option<&'static str> {
-        let catalog = &self.state.functions;
-        for f in &class.unknown_functions {
-            match catalog.lookup(&self.auth.database, f) {
-                Some(Volatility::Volatile) => return Some("volatile function"),
-                Some(_) => {}
-                None => {
-                    catalog.request_refresh();
-                    return Some("unknown function");
-                }
-            }
-        }
-        None
+impl Session {
+    /// The want of one classified statement in this session.
+    pub(super) fn want(&self, class: &Classification) -> Want {
+        let prepared = |name: &str| self.sstate.sql_prepared.get(name).map(|(_, c)| c.clone());
+        want_of(&self.state, &self.auth.database, class, &prepared)
     }
 
     /// Resolves a need to a node index, with the reason for logs.
