@@ -178,9 +178,18 @@ impl Session {
             let Some(b) = self.backends[node].as_mut() else {
                 return Ok(());
             };
-            // A reply whose request is followed by a probe is held from its first byte.
+            // A reply whose request is followed by a probe is held from its first byte (not for
+            // COPY FROM STDIN, whose CopyInResponse the client must see to send its data; there
+            // only the ReadyForQuery waits).
             if self.hold_mark.is_none()
-                && matches!(self.owners.front(), Some(Owner::Client { probe: true, .. }))
+                && matches!(
+                    self.owners.front(),
+                    Some(Owner::Client {
+                        probe: true,
+                        probe_later: false,
+                        ..
+                    })
+                )
             {
                 self.hold_mark = Some(self.to_client.len());
             }
