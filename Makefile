@@ -48,13 +48,14 @@ bench-failover: deps
 ## See docs/security.md, "Fuzzing". E.g. `make fuzz FUZZ_TARGETS=classifier FUZZ_SECONDS=600`.
 FUZZ_TARGETS ?= frame_decoder startup_packet scram_server classifier
 FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 4096
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus-work/$$t && \
 		echo "== fuzz $$t for $(FUZZ_SECONDS)s" && \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/corpus-work/$$t fuzz/corpus/$$t -- \
-			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 || exit 1; \
 	done
 
 fmt:

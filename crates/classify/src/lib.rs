@@ -110,7 +110,8 @@
 //! Functions reached indirectly — through views, operators, casts, column
 //! defaults or triggers — are not seen; list them in the overrides or use a
 //! hint. A user function overloading a built-in name (same name, other
-//! argument types) is taken for the built-in.
+//! argument types) is taken for the built-in. SQL text longer than
+//! [`MAX_PARSED_SQL_BYTES`] (1 MiB) is not parsed and goes to the primary.
 
 #![warn(missing_docs)]
 
@@ -138,11 +139,39 @@ pub use hint::detect_hint;
 pub use kind::{Classification, DiscardScope, Hint, IsolationLevel, StatementKind};
 pub use shape::normalize_literals;
 
+/// SQL text longer than this is not parsed: it is [`StatementKind::Unparsable`]
+/// (primary), with its hint. Such text is bulk data, and parsing it would
+/// cost a large stack (see [`classify`]) and memory.
+pub const MAX_PARSED_SQL_BYTES: usize = 1 << 20;
+
+/// Stack reserved per byte of SQL text. The AST can nest about as deep as the
+/// text is long (`SELECT 1+1+1...` is one level per 2 bytes), and dropping it
+/// recurses once per level (~64 bytes of stack per level measured, i.e. 32
+/// per byte of text); sqlparser's own parsing and visiting grow their stack
+/// on demand, dropping does not.
+const STACK_PER_SQL_BYTE: usize = 128;
+
+/// Stack reserved besides that (sqlparser grows its own below 128 KiB).
+const STACK_BASE: usize = 256 << 10;
+
 /// Classifies a query string (one or several statements).
 ///
 /// Never fails: SQL that cannot be understood is [`StatementKind::Unparsable`],
-/// which goes to the primary.
+/// which goes to the primary, and so is SQL longer than
+/// [`MAX_PARSED_SQL_BYTES`]. Deeply nested SQL cannot overflow the caller's
+/// stack (a tokio worker has 2 MiB): when less stack remains than the text
+/// may need, the classification runs on a temporary stack of that size.
 pub fn classify(sql: &str, overrides: &FunctionOverrides) -> Classification {
+    if sql.len() > MAX_PARSED_SQL_BYTES {
+        let mut c = Classification::unparsable();
+        c.hint = detect_hint(sql);
+        return c;
+    }
+    let stack = STACK_BASE + sql.len() * STACK_PER_SQL_BYTE;
+    stacker::maybe_grow(stack, stack, || classify_on_this_stack(sql, overrides))
+}
+
+fn classify_on_this_stack(sql: &str, overrides: &FunctionOverrides) -> Classification {
     let parts = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(stmts) => stmts
             .iter()

@@ -151,3 +151,27 @@ fn concurrent_use_is_consistent() {
     assert!(s.entries <= 64);
     assert_eq!(s.insertions - s.evictions, s.entries as u64);
 }
+
+/// Found by the `classifier` fuzz target: with `0` as the number placeholder, the shape of
+/// `EXPLAIN (ANALYZE 0) UPDATE ...` (a read: nothing runs) answered `EXPLAIN (ANALYZE 1)
+/// UPDATE ...`, which runs the UPDATE, and sent it to a replica.
+#[test]
+fn a_shape_never_answers_a_statement_whose_values_need_the_primary() {
+    let cache = ClassifyCache::default();
+    let none = FunctionOverrides::none();
+    let mut scratch = String::new();
+    for (sql, needs_primary) in [
+        ("EXPLAIN (ANALYZE 0) UPDATE t SET x = 1", false),
+        ("EXPLAIN (ANALYZE 1) UPDATE t SET x = 2", true),
+        ("EXPLAIN (ANALYZE 0) UPDATE t SET x = 3", true), // cached by shape: conservative
+        ("SELECT set_config('a', 'b', 'true')", false),
+        ("SELECT set_config('a', 'b', 'false')", true),
+    ] {
+        let c = cache.get_or_classify_shape(sql, &none, &mut scratch);
+        assert_eq!(c.needs_primary(), needs_primary, "{sql}");
+        assert!(
+            c.needs_primary() || !classify(sql, &none).needs_primary(),
+            "{sql}"
+        );
+    }
+}
