@@ -228,7 +228,8 @@ pub struct ProxyConfig {
     /// Close a client session idle inside a transaction this long, in milliseconds, with 25P03
     /// (the transaction is rolled back); 0 disables.
     pub idle_in_transaction_timeout_ms: u64,
-    /// Threads serving client sessions; 0 means one per CPU core.
+    /// Threads serving client sessions, each running its own single-threaded event loop (a
+    /// session stays on one thread); 0 means one per two CPU cores, at least one.
     pub worker_threads: usize,
     /// On SIGTERM/SIGINT: how long open transactions may run to completion before every
     /// session is closed with 57P01, in milliseconds.

@@ -29,6 +29,8 @@ pub struct Running {
     ha_task: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     listener_task: tokio::task::JoinHandle<()>,
+    /// The session threads; dropped (closing what is left) after the listener, when `Running` is.
+    _workers: Arc<meridian_session::Workers>,
     catalog_task: tokio::task::JoinHandle<()>,
     _monitor: monitor::MonitorTasks,
 }
@@ -112,7 +114,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )?);
     let (shutdown, rx) = watch::channel(false);
     let (admin_addr, admin_task) = spawn_admin(admin_listener, &state, rx.clone())?;
-    let listener_task = tokio::spawn(meridian_session::serve(listener, state.clone(), rx));
+    let workers = Arc::new(
+        meridian_session::Workers::start(state.config.proxy.worker_threads)
+            .map_err(|e| anyhow::anyhow!("proxy.worker_threads: cannot start workers: {e}"))?,
+    );
+    let listener_task = tokio::spawn(meridian_session::serve(
+        listener,
+        state.clone(),
+        workers.clone(),
+        rx,
+    ));
     tracing::info!(%listen_addr, "meridian listening");
     Ok(Running {
         listen_addr,
@@ -124,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ha_task,
         shutdown,
         listener_task,
+        _workers: workers,
         catalog_task,
         _monitor: monitor,
     })

@@ -94,7 +94,9 @@ fn main() -> ExitCode {
                 }
             };
             meridian::logging::init(config.proxy.log_format);
-            runtime_run_with(config.proxy.worker_threads, async move {
+            // Sessions run on their own worker threads (`proxy.worker_threads`); this runtime
+            // carries the listener, the health loop and the admin API.
+            runtime_run_with(1, async move {
                 let timeout = std::time::Duration::from_millis(config.proxy.shutdown_timeout_ms);
                 let running = meridian::start(config).await?;
                 ignore_sighup();

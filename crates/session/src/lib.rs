@@ -10,9 +10,11 @@ pub use session::route::{want_of, Want};
 mod startup;
 mod state;
 mod stats;
+mod workers;
 
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
 pub use listener::serve;
+pub use workers::Workers;
 pub use state::{Drain, ProxyState, UserAuth};
 pub use stats::{ClientGuard, ServerConns, Stats, QUERY_BUCKETS_S, WAIT_BUCKETS_MS};

@@ -14,12 +14,15 @@ use tracing::{debug, info, warn};
 use crate::session::Session;
 use crate::startup::{self, Outcome};
 use crate::stats::ClientGuard;
+use crate::workers::Workers;
 use crate::{ProxyState, SessionError};
 
-/// Accepts clients on `listener` until `shutdown` turns true.
+/// Accepts clients on `listener` until `shutdown` turns true; each client runs on one of
+/// `workers`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
+    workers: Arc<Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(state.config.proxy.max_client_connections));
@@ -47,8 +50,23 @@ pub async fn serve(
         let state = state.clone();
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                tokio::spawn(async move {
+                // The socket moves to the worker's own reactor.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot hand a client socket to a worker");
+                        continue;
+                    }
+                };
+                workers.spawn(async move {
                     let _permit = permit;
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(error = %e, "cannot register a client socket");
+                            return;
+                        }
+                    };
                     let mut counted = state.stats.client_connected();
                     if let Err(e) = handle_client(stream, state.clone(), &mut counted).await {
                         debug!(%peer, error = %e, kind = e.kind(), "client session ended with error");
