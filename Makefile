@@ -1,7 +1,7 @@
 # Meridian — common tasks. `make demo` and `make test` work on a fresh Debian machine.
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench bench-smoke bench-failover fuzz clean
+.PHONY: all deps build demo test lint fmt bench bench-smoke bench-failover soak fuzz clean
 
 all: build
 
@@ -41,6 +41,15 @@ bench-smoke: deps build
 FAILOVER_RUNS ?= 10
 bench-failover: deps
 	$(CARGO) run --release -p meridian --example failover_time -- $(FAILOVER_RUNS)
+
+## Soak (not part of `make test`): SOAK_CLIENTS clients (default 500) on a mixed workload for
+## SOAK_SECONDS (default 600) while replicas are stopped and started; reports errors and
+## Meridian's memory over time in bench/results/soak-<date>.md. See bench/soak.py.
+SOAK_CLIENTS ?= 500
+SOAK_SECONDS ?= 600
+SOAK_POOL_MODE ?= transaction
+soak: deps build
+	python3 bench/soak.py --clients $(SOAK_CLIENTS) --duration $(SOAK_SECONDS) --pool-mode $(SOAK_POOL_MODE)
 
 ## Fuzz each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) seconds, one after the
 ## other (installs cargo-fuzz if missing). Seeds come from fuzz/corpus/<target>/ (committed);
