@@ -16,4 +16,5 @@ mod protocol;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;
 mod upstream_failure;

@@ -15,7 +15,7 @@ use meridian_session::ProxyState;
 use meridian_upstream::{NodeState, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_postgres::{Client, IsolationLevel, NoTls};
+use tokio_postgres::{Client, IsolationLevel};
 
 use crate::ApiError;
 
@@ -340,7 +340,10 @@ async fn connect(state: &ProxyState, node: &NodeState, database: &str) -> Result
         .dbname(database)
         .application_name("meridian-consistency")
         .connect_timeout(Duration::from_millis(m.timeout_ms));
-    let (client, conn) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let tls = meridian_upstream::NodeTls::for_host(&state.config, &node.host, node.port)
+        .map_err(|e| e.to_string())?
+        .configure(&mut pg);
+    let (client, conn) = pg.connect(tls).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -5,9 +5,11 @@
 //! `config/meridian.example.toml`; keep the three in step.
 
 mod model;
+mod tls;
 mod validate;
 
 pub use model::*;
+pub use tls::{NodeTlsSetting, SslMode, TlsConfig, TlsVersion, UpstreamTlsConfig};
 
 use std::path::Path;
 

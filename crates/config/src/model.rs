@@ -9,6 +9,10 @@ pub struct Config {
     /// Client-facing listener and proxy-wide settings.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// TLS towards clients (`cert`, `key`, `require_client_tls`) and towards the nodes
+    /// (`[tls.upstream]`).
+    #[serde(default)]
+    pub tls: crate::TlsConfig,
     /// Users allowed to connect to Meridian; the same credentials are used upstream.
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -337,6 +341,13 @@ pub struct NodeConfig {
     /// Region the node runs in (for read preference).
     #[serde(default = "default_region")]
     pub region: String,
+    /// How Meridian's connections to this node use TLS (overrides `tls.upstream.sslmode`).
+    #[serde(default)]
+    pub sslmode: Option<crate::SslMode>,
+    /// CA certificates (PEM) for `verify-ca`/`verify-full` towards this node (overrides
+    /// `tls.upstream.ca_file`).
+    #[serde(default)]
+    pub ssl_ca_file: Option<String>,
 }
 
 fn default_pg_port() -> u16 {

@@ -149,6 +149,7 @@ impl Config {
                 ));
             }
         }
+        crate::tls::validate(&self)?;
         Ok(self)
     }
 

@@ -83,6 +83,14 @@ impl Drop for Running {
     }
 }
 
+/// Loads every TLS file the configuration names (client certificate and key, CA files), as
+/// `start` does, so that `meridian check-config` reports a bad file by its key.
+pub fn check_tls(config: &Config) -> anyhow::Result<()> {
+    meridian_session::ClientTls::from_config(&config.tls)?;
+    meridian_upstream::UpstreamTls::from_config(config)?;
+    Ok(())
+}
+
 /// Binds the listener and starts the monitor and the accept loop on the current runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
@@ -105,13 +113,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let ha = Arc::new(Ha::new(config.clone(), topology.clone()));
     let ha_task = tokio::spawn(ha.clone().run());
-    let state = Arc::new(ProxyState::new(
-        config,
-        topology.clone(),
-        functions,
-        replay,
-        ha.clone(),
-    )?);
+    let state = Arc::new(
+        ProxyState::new(config, topology.clone(), functions, replay, ha.clone())?.with_tls()?,
+    );
     let (shutdown, rx) = watch::channel(false);
     let (admin_addr, admin_task) = spawn_admin(admin_listener, &state, rx.clone())?;
     let workers = Arc::new(

@@ -70,7 +70,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { path } => match Config::load(&path) {
+        Command::CheckConfig { path } => match Config::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| meridian::check_tls(&c).map(|()| c))
+        {
             Ok(c) => {
                 println!(
                     "{}: ok ({} nodes, {} users)",

@@ -36,6 +36,14 @@ pub enum SessionError {
     /// The client's socket failed or closed.
     #[error("client connection lost: {0}")]
     ClientIo(std::io::Error),
+    /// A `[tls]` file does not hold what it should (checked at start).
+    #[error("{key}: {detail}")]
+    TlsSetting {
+        /// The configuration key, e.g. `tls.cert`.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 impl SessionError {
@@ -50,6 +58,7 @@ impl SessionError {
             SessionError::StartupTimeout => "08006",
             SessionError::TooManyClients => "53300",
             SessionError::ClientIo(_) => "08006",
+            SessionError::TlsSetting { .. } => "F0000",
         }
     }
 
@@ -63,6 +72,7 @@ impl SessionError {
             SessionError::StartupTimeout => "startup_timeout",
             SessionError::TooManyClients => "too_many_clients",
             SessionError::ClientIo(_) => "client_io",
+            SessionError::TlsSetting { .. } => "tls_setting",
         }
     }
 }

@@ -10,6 +10,7 @@ pub use session::route::{want_of, Want};
 mod startup;
 mod state;
 mod stats;
+mod tls;
 mod workers;
 
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
@@ -18,3 +19,4 @@ pub use listener::serve;
 pub use workers::Workers;
 pub use state::{Drain, ProxyState, UserAuth};
 pub use stats::{ClientGuard, ServerConns, Stats, QUERY_BUCKETS_S, WAIT_BUCKETS_MS};
+pub use tls::ClientTls;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use meridian_upstream::stream::Stream;
 use meridian_wire::messages;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -76,7 +77,7 @@ pub async fn serve(
             Err(_) => {
                 state.stats.client_rejected();
                 tokio::spawn(async move {
-                    reject(stream, &SessionError::TooManyClients).await;
+                    reject(Stream::Plain(stream), &SessionError::TooManyClients).await;
                 });
             }
         }
@@ -86,11 +87,12 @@ pub async fn serve(
 /// Startup, authentication, then the session proper. `counted` moves to the `session` state
 /// once the client has authenticated.
 async fn handle_client(
-    mut stream: TcpStream,
+    stream: TcpStream,
     state: Arc<ProxyState>,
     counted: &mut ClientGuard<'_>,
 ) -> Result<(), SessionError> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut stream = Stream::Plain(stream);
     let timeout = Duration::from_millis(state.config.proxy.startup_timeout_ms);
     let outcome = match tokio::time::timeout(
         timeout,
@@ -121,7 +123,7 @@ async fn handle_client(
 }
 
 /// Sends a FATAL ErrorResponse and closes.
-async fn reject(mut stream: TcpStream, e: &SessionError) {
+async fn reject(mut stream: Stream, e: &SessionError) {
     let mut out = BytesMut::new();
     messages::error_response(&mut out, "FATAL", e.sqlstate(), &e.to_string());
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -1,14 +1,15 @@
-//! Client startup: SSL/GSS negotiation (declined until TLS lands), cancel requests, the startup
-//! packet, and authentication against the configured users (SCRAM-SHA-256 or md5). Nothing is
-//! sent upstream before the client has proven who it is.
+//! Client startup: SSL/GSS negotiation (TLS when `[tls]` has a certificate; GSSAPI encryption is
+//! always declined), cancel requests, the startup packet, and authentication against the
+//! configured users (SCRAM-SHA-256, SCRAM-SHA-256-PLUS on TLS, or md5). Nothing is sent upstream
+//! before the client has proven who it is.
 
 use bytes::{Bytes, BytesMut};
 use meridian_config::AuthMethod;
+use meridian_upstream::stream::Stream;
 use meridian_wire::auth::{self, ScramServer};
 use meridian_wire::startup::{self, StartupPacket};
 use meridian_wire::{frame, messages, parse, tag::frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::{ProxyState, SessionError};
@@ -40,7 +41,7 @@ pub enum Outcome {
 
 /// Runs the startup phase on a fresh client connection.
 pub async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     state: &ProxyState,
 ) -> Result<Outcome, SessionError> {
@@ -52,13 +53,51 @@ pub async fn handshake(
             read_more(stream, buf).await?;
         };
         match packet {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                // No encryption offered yet: the client may continue in plaintext.
-                write(stream, b"N").await?;
+            StartupPacket::SslRequest if stream.is_tls() => {
+                return Err(SessionError::Protocol(
+                    "SSLRequest on a connection that already uses TLS".into(),
+                ))
             }
+            StartupPacket::SslRequest => match &state.client_tls {
+                Some(tls) => {
+                    // Whatever follows the SSLRequest before the handshake was sent in
+                    // plaintext, possibly by someone in the middle: it must not be taken as if
+                    // it came over TLS (CVE-2021-23214).
+                    if !buf.is_empty() {
+                        return Err(SessionError::Protocol(
+                            "received unencrypted data after SSL request".into(),
+                        ));
+                    }
+                    write(stream, b"S").await?;
+                    stream
+                        .accept_tls(tls.acceptor())
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                }
+                // No TLS configured: the client may continue in plaintext.
+                None => write(stream, b"N").await?,
+            },
+            // GSSAPI encryption is not offered; inside TLS the request makes no sense.
+            StartupPacket::GssEncRequest if stream.is_tls() => {
+                return Err(SessionError::Protocol(
+                    "GSSENCRequest on a connection that already uses TLS".into(),
+                ))
+            }
+            StartupPacket::GssEncRequest => write(stream, b"N").await?,
             other => break other,
         }
     };
+    if matches!(packet, StartupPacket::Startup { .. })
+        && !stream.is_tls()
+        && state.client_tls.as_ref().is_some_and(|t| t.required())
+    {
+        return Err(SessionError::Auth {
+            code: "28000",
+            message: "SSL connection is required: Meridian refuses unencrypted client connections \
+                      (tls.require_client_tls); connect with sslmode=require or stronger"
+                .into(),
+        });
+    }
     let (protocol, params) = match packet {
         StartupPacket::Cancel { pid, secret } => {
             if let Some((addr, bpid, bsecret)) = state.cancels.lookup(pid, secret) {
@@ -135,7 +174,7 @@ pub async fn handshake(
 }
 
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     state: &ProxyState,
     user: &str,
@@ -173,27 +212,44 @@ async fn authenticate(
                 Some(u) => ScramServer::new(&u.scram),
                 None => ScramServer::mock(user),
             };
+            // On TLS, SCRAM-SHA-256-PLUS binds the exchange to this connection's certificate,
+            // so a man in the middle that terminates TLS cannot relay it.
+            let binding = match &state.client_tls {
+                Some(tls) if stream.is_tls() => Some(tls.end_point().to_vec()),
+                _ => None,
+            };
+            let offered: &[&str] = if binding.is_some() {
+                &[auth::SCRAM_SHA_256_PLUS, auth::SCRAM_SHA_256]
+            } else {
+                &[auth::SCRAM_SHA_256]
+            };
             let mut out = BytesMut::new();
-            messages::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+            messages::auth_sasl(&mut out, offered);
             write(stream, &out).await?;
             let first = read_password(stream, buf).await?;
             let (mechanism, data) = parse::sasl_initial_response(frame::body(&first))?;
-            if mechanism != "SCRAM-SHA-256" {
+            if !offered.contains(&mechanism) {
                 return Err(SessionError::Auth {
                     code: "28000",
                     message: format!("unsupported SASL mechanism {mechanism:?}"),
                 });
             }
+            let plus = mechanism == auth::SCRAM_SHA_256_PLUS;
+            server = server.with_channel_binding(binding, plus);
+            let scram_failed = |e: meridian_wire::WireError| match e {
+                meridian_wire::WireError::ChannelBinding(_) => SessionError::Wire(e),
+                _ => failed(),
+            };
             let server_first = server
                 .client_first(data.unwrap_or_default())
-                .map_err(|_| failed())?;
+                .map_err(scram_failed)?;
             out.clear();
             messages::auth_sasl_continue(&mut out, &server_first);
             write(stream, &out).await?;
             let last = read_password(stream, buf).await?;
             let server_final = server
                 .client_final(frame::body(&last))
-                .map_err(|_| failed())?;
+                .map_err(scram_failed)?;
             if known.is_none() {
                 return Err(failed());
             }
@@ -206,7 +262,7 @@ async fn authenticate(
 }
 
 /// Reads one PasswordMessage-family frame ('p').
-async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
+async fn read_password(stream: &mut Stream, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
     loop {
         if let Some((tag, frame)) = frame::split_frame(buf, MAX_STARTUP_BYTES)? {
             if tag != frontend::PASSWORD {
@@ -220,7 +276,7 @@ async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Byt
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<(), SessionError> {
     match stream.read_buf(buf).await {
         Ok(0) => Err(SessionError::ClientIo(
             std::io::ErrorKind::UnexpectedEof.into(),
@@ -230,7 +286,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Ses
     }
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), SessionError> {
+async fn write(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
     stream
         .write_all(bytes)
         .await

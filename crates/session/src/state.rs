@@ -42,6 +42,11 @@ pub struct ProxyState {
     pub topology: TopologyHandle,
     /// Cancel keys of live sessions.
     pub cancels: Arc<CancelRegistry>,
+    /// TLS towards clients (`[tls] cert`/`key`), if configured; set by
+    /// [`with_tls`](ProxyState::with_tls).
+    pub client_tls: Option<Arc<crate::tls::ClientTls>>,
+    /// TLS towards the nodes; set by [`with_tls`](ProxyState::with_tls).
+    pub upstream_tls: meridian_upstream::UpstreamTls,
     /// Statement classifications by SQL text.
     pub cache: ClassifyCache,
     /// `routing.read_only_functions` / `routing.write_functions`.
@@ -66,6 +71,17 @@ pub struct ProxyState {
     /// The primary's startup ParameterStatus frames per (user, database, startup parameters),
     /// so that new clients can be greeted without opening a server connection.
     pub param_cache: std::sync::Mutex<HashMap<String, bytes::Bytes>>,
+}
+
+impl ProxyState {
+    /// Loads the TLS settings of the configuration: the client certificate and key, and each
+    /// node's `sslmode` and CA file. Errors name the key at fault.
+    pub fn with_tls(mut self) -> Result<Self, crate::SessionError> {
+        let config = self.config.clone();
+        self.client_tls = crate::tls::ClientTls::from_config(&config.tls)?.map(Arc::new);
+        self.upstream_tls = meridian_upstream::UpstreamTls::from_config(&config)?;
+        Ok(self)
+    }
 }
 
 /// Shutdown phase.
@@ -125,6 +141,8 @@ impl ProxyState {
             users,
             topology,
             cancels: Arc::new(CancelRegistry::default()),
+            client_tls: None,
+            upstream_tls: meridian_upstream::UpstreamTls::default(),
         })
     }
 }

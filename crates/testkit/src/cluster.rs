@@ -62,6 +62,16 @@ pub struct ClusterBuilder {
     base_dir: Option<PathBuf>,
     keep_dir: bool,
     start_timeout: Duration,
+    ssl: Option<Ssl>,
+}
+
+/// TLS for every node: certificate and key (PEM), and the roles whose plaintext TCP
+/// connections are refused.
+#[derive(Debug, Clone)]
+struct Ssl {
+    cert_pem: String,
+    key_pem: String,
+    hostssl_only: Option<String>,
 }
 
 impl Default for ClusterBuilder {
@@ -76,6 +86,7 @@ impl Default for ClusterBuilder {
             base_dir: None,
             keep_dir: std::env::var_os(KEEP_ENV).is_some(),
             start_timeout: Duration::from_secs(60),
+            ssl: None,
         }
     }
 }
@@ -153,6 +164,24 @@ impl ClusterBuilder {
     /// `$MERIDIAN_TESTKIT_KEEP` is set).
     pub fn keep_dir(mut self, keep: bool) -> Self {
         self.keep_dir = keep;
+        self
+    }
+
+    /// Every node serves TLS (`ssl = on`) with this certificate chain and key (PEM).
+    /// `hostssl_only` names the roles (a `pg_hba.conf` user list such as `app` or `all`) whose
+    /// TCP connections must use TLS: a `hostnossl ... reject` line comes before the other
+    /// rules (replication connections are not affected).
+    pub fn ssl(
+        mut self,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+        hostssl_only: Option<&str>,
+    ) -> Self {
+        self.ssl = Some(Ssl {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+            hostssl_only: hostssl_only.map(str::to_string),
+        });
         self
     }
 
@@ -338,8 +367,21 @@ impl ClusterBuilder {
         for (k, v) in &self.settings {
             conf.push_str(&format!("{k} = {}\n", quote(v)));
         }
+        if let Some(ssl) = &self.ssl {
+            // In the data directory, so that pg_basebackup copies them to the replicas.
+            ctx.write_file(&datadir.join("server.crt"), &ssl.cert_pem)?;
+            let key = datadir.join("server.key");
+            ctx.write_file(&key, &ssl.key_pem)?;
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| Error::io(format!("chmod {}", key.display()), e))?;
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
         conf.push_str(&format!("include = {}\n", quote(NODE_CONF_FILE)));
         ctx.append_file(&datadir.join("postgresql.conf"), &conf)?;
+        let nossl = match self.ssl.as_ref().and_then(|s| s.hostssl_only.as_deref()) {
+            Some(users) => format!("hostnossl all  {users}  127.0.0.1/32  reject\n"),
+            None => String::new(),
+        };
         ctx.write_file(
             &datadir.join("pg_hba.conf"),
             &format!(
@@ -347,6 +389,7 @@ impl ClusterBuilder {
                  local   all          all                        trust\n\
                  local   replication  all                        trust\n\
                  host    replication  {repl}  127.0.0.1/32  scram-sha-256\n\
+                 {nossl}\
                  host    all          {md5}  127.0.0.1/32  md5\n\
                  host    all          {plain}  127.0.0.1/32  password\n\
                  host    all          {trust}  127.0.0.1/32  trust\n\

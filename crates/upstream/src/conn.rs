@@ -1,4 +1,5 @@
-//! One connection to an upstream Postgres server: TCP connect, StartupMessage, whatever
+//! One connection to an upstream Postgres server: TCP connect, TLS as the node's `sslmode`
+//! says, StartupMessage, whatever
 //! authentication the server asks for (SCRAM-SHA-256, md5, cleartext, trust), then the
 //! ParameterStatus/BackendKeyData exchange up to the first ReadyForQuery.
 
@@ -8,9 +9,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use meridian_wire::{auth, frame, messages, parse, startup, tag::backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::stream::{StreamReader, StreamWriter};
+use crate::tls::NodeTls;
 use crate::UpstreamError;
 
 /// What to connect with.
@@ -34,15 +36,17 @@ pub struct ConnectParams<'a> {
     pub max_message_bytes: usize,
     /// Bound on the whole connect + authenticate exchange.
     pub timeout: Duration,
+    /// TLS towards this node.
+    pub tls: &'a NodeTls,
 }
 
 /// An authenticated server connection, idle (ReadyForQuery received).
 #[derive(Debug)]
 pub struct BackendConn {
-    /// Read half of the socket.
-    pub rd: OwnedReadHalf,
-    /// Write half of the socket.
-    pub wr: OwnedWriteHalf,
+    /// Read half of the connection (TCP or TLS).
+    pub rd: StreamReader,
+    /// Write half of the connection.
+    pub wr: StreamWriter,
     /// Bytes read from the server and not yet consumed.
     pub rbuf: BytesMut,
     /// Node index in the topology.
@@ -81,6 +85,7 @@ async fn connect_inner(
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     let addr = stream.peer_addr().map_err(io)?;
+    let stream = params.tls.negotiate(stream, params.host, addr_text).await?;
     let (rd, wr) = stream.into_split();
     let mut conn = BackendConn {
         rd,

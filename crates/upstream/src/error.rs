@@ -13,6 +13,23 @@ pub enum UpstreamError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// TLS towards the server could not be set up as its `sslmode` demands (the server does not
+    /// offer TLS, the handshake failed, the certificate was not trusted or names another host).
+    #[error("TLS with server {addr} failed: {detail}")]
+    Tls {
+        /// `host:port` of the server.
+        addr: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A TLS setting names a file that does not hold what it should (checked at start).
+    #[error("{key}: {detail}")]
+    TlsSetting {
+        /// The configuration key, e.g. `nodes[0].ssl_ca_file`.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The server did not answer in time.
     #[error("timeout connecting to server {addr}")]
     Timeout {
@@ -55,6 +72,8 @@ impl UpstreamError {
     pub fn sqlstate(&self) -> &str {
         match self {
             UpstreamError::Io { .. } | UpstreamError::Timeout { .. } => "08006",
+            UpstreamError::Tls { .. } => "08001",
+            UpstreamError::TlsSetting { .. } => "F0000",
             UpstreamError::Server { code, .. } => code,
             UpstreamError::Protocol { .. } => "08P01",
             UpstreamError::UnsupportedAuth { .. } => "28000",

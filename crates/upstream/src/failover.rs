@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meridian_config::Config;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::{Lsn, Role, Topology, TopologyHandle};
@@ -704,7 +704,10 @@ impl Ha {
             .dbname(&self.config.monitor.database)
             .application_name("meridian-failover")
             .connect_timeout(Duration::from_millis(self.config.monitor.timeout_ms));
-        let (client, conn) = pg.connect(NoTls).await.map_err(|e| pg_err(&e))?;
+        let tls = crate::NodeTls::for_host(&self.config, &n.host, n.port)
+            .map_err(|e| e.to_string())?
+            .configure(&mut pg);
+        let (client, conn) = pg.connect(tls).await.map_err(|e| pg_err(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

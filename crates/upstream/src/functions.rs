@@ -9,7 +9,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use meridian_config::Config;
 use tokio::sync::Notify;
-use tokio_postgres::NoTls;
 use tracing::{debug, info};
 
 use crate::TopologyHandle;
@@ -173,7 +172,10 @@ async fn load(
         .dbname(database)
         .application_name("meridian-catalog")
         .connect_timeout(Duration::from_millis(config.monitor.timeout_ms));
-    let (client, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let tls = crate::NodeTls::for_host(config, &node.host, node.port)
+        .map_err(|e| e.to_string())?
+        .configure(&mut pg);
+    let (client, connection) = pg.connect(tls).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

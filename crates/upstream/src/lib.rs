@@ -8,6 +8,8 @@ mod functions;
 mod lsn;
 pub mod monitor;
 pub mod replay;
+pub mod stream;
+pub mod tls;
 mod topology;
 
 pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
@@ -16,4 +18,5 @@ pub use failover::{Ha, HaEvent, HaReport};
 pub use functions::{spawn_loader as spawn_function_loader, FunctionCatalog, Volatility};
 pub use lsn::{BadLsn, Lsn};
 pub use replay::ReplayTracker;
+pub use tls::{NodeTls, PgTls, UpstreamTls};
 pub use topology::{NodeState, Role, Topology, TopologyHandle};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meridian_config::Config;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{debug, info, warn};
 
 use crate::{Lsn, NodeState, ReplayTracker, Role, Topology, TopologyHandle};
@@ -181,7 +181,10 @@ async fn check(
             .dbname(&config.monitor.database)
             .application_name("meridian-monitor")
             .connect_timeout(Duration::from_millis(config.monitor.timeout_ms));
-        let (c, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+        let tls = crate::NodeTls::for_host(config, &node.host, node.port)
+            .map_err(|e| e.to_string())?
+            .configure(&mut pg);
+        let (c, connection) = pg.connect(tls).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use meridian_config::Config;
 use tokio::sync::{watch, Notify};
-use tokio_postgres::NoTls;
 use tracing::debug;
 
 use crate::{Lsn, TopologyHandle};
@@ -137,7 +136,15 @@ async fn poll_node(
                 .dbname(&config.monitor.database)
                 .application_name("meridian-replay-watch")
                 .connect_timeout(Duration::from_millis(config.monitor.timeout_ms));
-            match pg.connect(NoTls).await {
+            let tls = match crate::NodeTls::for_host(&config, &n.host, n.port) {
+                Ok(t) => t.configure(&mut pg),
+                Err(e) => {
+                    tracing::debug!(error = %e, "replay watcher: TLS setting unusable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match pg.connect(tls).await {
                 Ok((c, conn)) => {
                     tokio::spawn(async move {
                         let _ = conn.await;

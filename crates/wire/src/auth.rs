@@ -1,13 +1,15 @@
 //! Authentication helpers: SCRAM-SHA-256 (server side for clients, client
 //! side for the upstream connection) and md5.
 
+mod channel_binding;
 mod md5;
 mod scram_client;
 mod scram_secret;
 mod scram_server;
 
+pub use channel_binding::{end_point_hash, tls_server_end_point, EndPointHash};
 pub use md5::{md5_password_hash, md5_salted_from_stored, md5_stored_hash};
-pub use scram_client::ScramClient;
+pub use scram_client::{ClientBinding, ScramClient};
 pub use scram_secret::ScramSecret;
 pub use scram_server::ScramServer;
 
@@ -16,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 /// SASL mechanism name of SCRAM-SHA-256.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// SASL mechanism name of SCRAM-SHA-256 with channel binding (offered on TLS connections).
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -51,6 +51,11 @@ pub enum WireError {
     /// (e.g. SCRAM channel binding or an authorization identity).
     #[error("{0}")]
     FeatureNotSupported(&'static str),
+    /// The SCRAM channel-binding negotiation is inconsistent: the gs2 flag does not match the
+    /// mechanism the client selected, or (a downgrade) the client claims the server cannot bind
+    /// while this connection offered SCRAM-SHA-256-PLUS.
+    #[error("SCRAM channel binding negotiation error: {0}")]
+    ChannelBinding(&'static str),
     /// The client's credentials were rejected.
     #[error("password authentication failed")]
     AuthFailed,
@@ -70,7 +75,8 @@ impl WireError {
             WireError::InvalidLength { .. }
             | WireError::MessageTooLong { .. }
             | WireError::Malformed(_)
-            | WireError::TooManyParams { .. } => "08P01",
+            | WireError::TooManyParams { .. }
+            | WireError::ChannelBinding(_) => "08P01",
             WireError::InvalidUtf8(_) => "22021",
             WireError::UnsupportedProtocol { .. } | WireError::FeatureNotSupported(_) => "0A000",
             WireError::MissingUser => "28000",

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use meridian_upstream::stream::{Stream, StreamReader, StreamWriter};
 use meridian_upstream::{ConnectParams, UpstreamError};
 use meridian_wire::messages;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::debug;
 
 use crate::cancel::CancelGuard;
@@ -54,8 +54,8 @@ pub struct Session {
     auth: Authenticated,
     cancel: CancelGuard,
     max_message: usize,
-    crd: OwnedReadHalf,
-    cwr: OwnedWriteHalf,
+    crd: StreamReader,
+    cwr: StreamWriter,
     /// Bytes from the client not yet routed.
     crbuf: BytesMut,
     /// Bytes queued for the client.
@@ -146,7 +146,7 @@ impl Session {
     /// parameters, BackendKeyData, ReadyForQuery) and runs the session to its end.
     pub async fn start(
         state: Arc<ProxyState>,
-        stream: tokio::net::TcpStream,
+        stream: Stream,
         crbuf: BytesMut,
         auth: Authenticated,
     ) -> Result<(), SessionError> {
@@ -465,6 +465,7 @@ impl Session {
             password,
             database: &self.auth.database,
             extra: &self.auth.params,
+            tls: self.state.upstream_tls.for_host(&n.host, n.port),
             max_message_bytes: self.max_message,
             timeout: Duration::from_millis(self.state.config.proxy.connect_timeout_ms),
         };
@@ -624,7 +625,7 @@ async fn sleep_opt(d: Option<Duration>) {
 }
 
 async fn read_opt(
-    rd: Option<&mut OwnedReadHalf>,
+    rd: Option<&mut StreamReader>,
     buf: Option<&mut BytesMut>,
 ) -> std::io::Result<usize> {
     match (rd, buf) {
@@ -633,7 +634,7 @@ async fn read_opt(
     }
 }
 
-async fn write_opt(wr: Option<&mut OwnedWriteHalf>, data: &[u8]) -> std::io::Result<usize> {
+async fn write_opt(wr: Option<&mut StreamWriter>, data: &[u8]) -> std::io::Result<usize> {
     match wr {
         Some(wr) => wr.write(data).await,
         None => std::future::pending().await,

@@ -1,6 +1,6 @@
 //! Client side of SCRAM-SHA-256, for authenticating to the upstream server.
 //! Wraps `postgres_protocol`'s implementation (SASLprep, iteration-count cap,
-//! no channel binding).
+//! optional `tls-server-end-point` channel binding).
 
 use core::fmt;
 
@@ -15,7 +15,20 @@ enum Step {
     Done,
 }
 
-/// One client-side SCRAM-SHA-256 exchange (gs2 header `n,,`).
+/// The gs2 channel-binding flag a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientBinding {
+    /// `n`: the client cannot bind (plaintext connection).
+    None,
+    /// `y`: the client could bind but believes the server cannot.
+    Unrequested,
+    /// `p=tls-server-end-point` with the server certificate's hash: mechanism
+    /// [`SCRAM_SHA_256_PLUS`](super::SCRAM_SHA_256_PLUS).
+    TlsServerEndPoint(Vec<u8>),
+}
+
+/// One client-side SCRAM-SHA-256 exchange (gs2 header `n,,` unless built
+/// [`with_binding`](Self::with_binding)).
 ///
 /// Send [`initial`](Self::initial) in a SASLInitialResponse for mechanism
 /// [`SCRAM_SHA_256`](super::SCRAM_SHA_256), pass AuthenticationSASLContinue
@@ -30,7 +43,17 @@ pub struct ScramClient {
 impl ScramClient {
     /// Starts an exchange for `password` with a fresh random nonce.
     pub fn new(password: impl AsRef<[u8]>) -> Self {
-        let inner = ScramSha256::new(password.as_ref(), ChannelBinding::unsupported());
+        Self::with_binding(password, ClientBinding::None)
+    }
+
+    /// Starts an exchange with the given channel-binding flag.
+    pub fn with_binding(password: impl AsRef<[u8]>, binding: ClientBinding) -> Self {
+        let binding = match binding {
+            ClientBinding::None => ChannelBinding::unsupported(),
+            ClientBinding::Unrequested => ChannelBinding::unrequested(),
+            ClientBinding::TlsServerEndPoint(data) => ChannelBinding::tls_server_end_point(data),
+        };
+        let inner = ScramSha256::new(password.as_ref(), binding);
         let initial = inner.message().to_vec();
         ScramClient {
             inner,

@@ -1,6 +1,7 @@
-//! Server side of SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL runs it:
-//! the user name in client-first is ignored (the startup packet's `user`
-//! counts), no authorization identity, and no channel binding yet.
+//! Server side of SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802 / RFC 7677)
+//! as PostgreSQL runs it: the user name in client-first is ignored (the
+//! startup packet's `user` counts), no authorization identity, and channel
+//! binding of type `tls-server-end-point` (RFC 5929) on TLS connections.
 
 use core::fmt;
 use std::sync::OnceLock;
@@ -20,8 +21,9 @@ const OUT_OF_ORDER: WireError = WireError::Malformed("unexpected SCRAM message")
 enum State {
     ClientFirst,
     ClientFinal {
-        /// Expected `c=` value: base64 of the gs2 header.
-        cbind: &'static str,
+        /// Expected `c=` value: base64 of the gs2 header (plus the channel-binding data
+        /// under `p=`).
+        cbind: String,
         nonce: String,
         client_first_bare: String,
         server_first: String,
@@ -42,6 +44,11 @@ pub struct ScramServer {
     secret: ScramSecret,
     /// Mock exchange for an unknown user: always fails at the last step.
     doomed: bool,
+    /// `tls-server-end-point` data of this connection; `Some` on TLS connections, where
+    /// SCRAM-SHA-256-PLUS is offered.
+    binding: Option<Vec<u8>>,
+    /// The client selected SCRAM-SHA-256-PLUS.
+    plus: bool,
     state: State,
 }
 
@@ -51,6 +58,8 @@ impl ScramServer {
         ScramServer {
             secret: secret.clone(),
             doomed: false,
+            binding: None,
+            plus: false,
             state: State::ClientFirst,
         }
     }
@@ -71,8 +80,28 @@ impl ScramServer {
                 server_key: random32(),
             },
             doomed: true,
+            binding: None,
+            plus: false,
             state: State::ClientFirst,
         }
+    }
+
+    /// Sets up channel binding before [`client_first`](Self::client_first).
+    ///
+    /// `tls_server_end_point` is the connection's binding data (see
+    /// [`tls_server_end_point`](super::tls_server_end_point)) when it runs over TLS and
+    /// SCRAM-SHA-256-PLUS was offered; `None` on plaintext connections. `plus` says the client
+    /// selected SCRAM-SHA-256-PLUS. The gs2 flag must agree: `p=tls-server-end-point` exactly
+    /// when `plus`; `y` (the client could bind but thinks the server cannot) is a downgrade
+    /// when binding was offered and fails with [`WireError::ChannelBinding`].
+    pub fn with_channel_binding(
+        mut self,
+        tls_server_end_point: Option<Vec<u8>>,
+        plus: bool,
+    ) -> Self {
+        self.binding = tls_server_end_point;
+        self.plus = plus;
+        self
     }
 
     /// Whether the exchange completed successfully.
@@ -87,7 +116,8 @@ impl ScramServer {
 
     /// Consumes the client-first message; returns the server-first message.
     ///
-    /// Channel binding (`p=`), an authorization identity and mandatory
+    /// A gs2 flag that does not match the selected mechanism is
+    /// [`WireError::ChannelBinding`]; an authorization identity and mandatory
     /// extensions are rejected with [`WireError::FeatureNotSupported`].
     pub fn client_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, WireError> {
         let mut raw = [0u8; NONCE_RAW_LEN];
@@ -107,7 +137,7 @@ impl ScramServer {
             authenticated: false,
         };
         let msg = core::str::from_utf8(msg).map_err(|_| MALFORMED)?;
-        let (cbind, bare) = parse_gs2_header(msg)?;
+        let (cbind, bare) = parse_gs2_header(msg, self.binding.as_deref(), self.plus)?;
         let client_nonce = parse_client_first_bare(bare)?;
         let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!(
@@ -153,7 +183,7 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(MALFORMED)?;
-        if c != cbind {
+        if !ct_eq(c.as_bytes(), cbind.as_bytes()) {
             return Err(WireError::Malformed("SCRAM channel binding check failed"));
         }
         let r = attrs
@@ -223,17 +253,46 @@ fn is_attr(a: &str) -> bool {
 }
 
 /// Splits `gs2-header client-first-message-bare`; returns the expected
-/// base64 `c=` value and the bare message.
-fn parse_gs2_header(msg: &str) -> Result<(&'static str, &str), WireError> {
+/// base64 `c=` value and the bare message. `binding` is the connection's
+/// `tls-server-end-point` data when SCRAM-SHA-256-PLUS was offered, `plus`
+/// whether the client selected it.
+fn parse_gs2_header<'m>(
+    msg: &'m str,
+    binding: Option<&[u8]>,
+    plus: bool,
+) -> Result<(String, &'m str), WireError> {
     let mut parts = msg.splitn(3, ',');
     let flag = parts.next().unwrap_or_default();
-    let cbind = match flag {
-        "n" => "biws", // base64("n,,")
-        "y" => "eSws", // base64("y,,"): fine while we offer no -PLUS mechanism
-        f if f.starts_with("p=") => {
-            return Err(WireError::FeatureNotSupported(
-                "SCRAM channel binding (SCRAM-SHA-256-PLUS) is not supported",
+    let data: &[u8] = match flag {
+        "n" | "y" if plus => {
+            return Err(WireError::ChannelBinding(
+                "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data",
             ))
+        }
+        "n" => &[],
+        // The client can bind but believes the server cannot: on a connection that offered
+        // SCRAM-SHA-256-PLUS that is a downgrade by someone in the middle.
+        "y" if binding.is_some() => {
+            return Err(WireError::ChannelBinding(
+                "the client supports SCRAM channel binding but thinks the server does not, \
+                 although this connection offered SCRAM-SHA-256-PLUS",
+            ))
+        }
+        "y" => &[],
+        f if f.starts_with("p=") => {
+            if !plus {
+                return Err(WireError::ChannelBinding(
+                    "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data",
+                ));
+            }
+            if f != "p=tls-server-end-point" {
+                return Err(WireError::ChannelBinding(
+                    "unsupported SCRAM channel-binding type (only tls-server-end-point is offered)",
+                ));
+            }
+            binding.ok_or(WireError::ChannelBinding(
+                "channel binding is only possible on TLS connections",
+            ))?
         }
         _ => return Err(MALFORMED),
     };
@@ -247,7 +306,12 @@ fn parse_gs2_header(msg: &str) -> Result<(&'static str, &str), WireError> {
         return Err(MALFORMED);
     }
     let bare = parts.next().ok_or(MALFORMED)?;
-    Ok((cbind, bare))
+    // The gs2 header is everything before the bare message, both commas included.
+    let header = &msg[..msg.len() - bare.len()];
+    let mut input = Vec::with_capacity(header.len() + data.len());
+    input.extend_from_slice(header.as_bytes());
+    input.extend_from_slice(data);
+    Ok((B64.encode(input), bare))
 }
 
 /// Validates `n=<ignored>,r=<nonce>[,ext...]`; returns the client nonce.

@@ -141,8 +141,9 @@ fn bad_verifiers() {
 fn scram_server_rejects_channel_binding_and_authzid() {
     let secret = ScramSecret::from_password("pw", b"salt", 1).unwrap();
     let first = |msg: &[u8]| ScramServer::new(&secret).client_first(msg).unwrap_err();
+    // Binding data under plain SCRAM-SHA-256 (nothing was offered to bind to).
     let err = first(b"p=tls-server-end-point,,n=,r=abc");
-    assert_eq!(err.sqlstate(), "0A000");
+    assert_eq!(err.sqlstate(), "08P01");
     assert!(err.to_string().contains("channel binding"));
     assert_eq!(first(b"n,a=admin,n=,r=abc").sqlstate(), "0A000");
     assert_eq!(first(b"n,,m=ext,n=,r=abc").sqlstate(), "0A000");
@@ -246,4 +247,159 @@ fn ct_eq_works() {
     assert!(!ct_eq(b"abc", b"abd"));
     assert!(!ct_eq(b"abc", b"ab"));
     assert!(ct_eq(b"", b""));
+}
+
+/// Runs an exchange where the server offered PLUS with `server_binding` and the client sends
+/// `binding`, selecting PLUS when `plus`.
+fn bound_exchange(
+    server_binding: Option<Vec<u8>>,
+    plus: bool,
+    binding: ClientBinding,
+) -> Result<(), WireError> {
+    let secret = ScramSecret::from_password("pw", b"salt", 16).unwrap();
+    let mut server = ScramServer::new(&secret).with_channel_binding(server_binding, plus);
+    let mut client = ScramClient::with_binding("pw", binding);
+    let sf = server.client_first(&client.initial())?;
+    let cf = client.update(&sf)?;
+    let fin = server.client_final(&cf)?;
+    client.finish(&fin)
+}
+
+#[test]
+fn scram_plus_with_matching_binding_data_succeeds() {
+    let data = vec![7u8; 32];
+    bound_exchange(
+        Some(data.clone()),
+        true,
+        ClientBinding::TlsServerEndPoint(data),
+    )
+    .unwrap();
+}
+
+#[test]
+fn scram_plus_with_other_certificate_hash_fails() {
+    // A man in the middle terminates TLS with its own certificate: the hashes differ.
+    let err = bound_exchange(
+        Some(vec![7u8; 32]),
+        true,
+        ClientBinding::TlsServerEndPoint(vec![8u8; 32]),
+    )
+    .unwrap_err();
+    assert_eq!(err.sqlstate(), "08P01");
+    assert!(err.to_string().contains("channel binding"), "{err}");
+}
+
+#[test]
+fn gs2_y_on_a_connection_that_offered_plus_is_a_downgrade() {
+    let err = bound_exchange(Some(vec![7u8; 32]), false, ClientBinding::Unrequested).unwrap_err();
+    assert_eq!(err, WireError::ChannelBinding("the client supports SCRAM channel binding but thinks the server does not, although this connection offered SCRAM-SHA-256-PLUS"));
+    // Without TLS (nothing offered) the same client is fine.
+    bound_exchange(None, false, ClientBinding::Unrequested).unwrap();
+    // And `n` on TLS is a client that cannot bind: allowed (libpq's channel_binding=disable).
+    bound_exchange(Some(vec![7u8; 32]), false, ClientBinding::None).unwrap();
+}
+
+#[test]
+fn gs2_flag_must_match_the_selected_mechanism() {
+    let data = vec![7u8; 32];
+    // PLUS selected, but no binding data sent.
+    for binding in [ClientBinding::None, ClientBinding::Unrequested] {
+        let err = bound_exchange(Some(data.clone()), true, binding).unwrap_err();
+        assert!(matches!(err, WireError::ChannelBinding(_)), "{err}");
+    }
+    // Binding data sent under plain SCRAM-SHA-256.
+    let err = bound_exchange(
+        Some(data.clone()),
+        false,
+        ClientBinding::TlsServerEndPoint(data),
+    )
+    .unwrap_err();
+    assert!(matches!(err, WireError::ChannelBinding(_)), "{err}");
+}
+
+#[test]
+fn gs2_p_with_another_binding_type_is_refused() {
+    let secret = ScramSecret::from_password("pw", b"salt", 1).unwrap();
+    let mut server = ScramServer::new(&secret).with_channel_binding(Some(vec![1; 32]), true);
+    let err = server.client_first(b"p=tls-unique,,n=,r=abc").unwrap_err();
+    assert!(err.to_string().contains("tls-server-end-point"), "{err}");
+    assert_eq!(err.sqlstate(), "08P01");
+}
+
+#[test]
+fn gs2_header_and_binding_data_make_the_c_attribute() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secret = ScramSecret::from_password("pw", b"salt", 1).unwrap();
+    let data = vec![0xab; 48];
+    let mut server = ScramServer::new(&secret).with_channel_binding(Some(data.clone()), true);
+    server
+        .client_first_with_nonce(b"p=tls-server-end-point,,n=,r=abc", "SRV")
+        .unwrap();
+    let mut expected = b"p=tls-server-end-point,,".to_vec();
+    expected.extend_from_slice(&data);
+    // Right c= but wrong proof: the binding check passed, the proof check failed.
+    let msg = format!(
+        "c={},r=abcSRV,p=AmNKosjJzS31NTlQYNs5BTeQjdHdk7lOflDo5re2an8=",
+        b64.encode(&expected)
+    );
+    assert_eq!(
+        server.client_final(msg.as_bytes()).unwrap_err(),
+        WireError::AuthFailed
+    );
+    // The bare gs2 header (without the data) is not enough.
+    let mut server = ScramServer::new(&secret).with_channel_binding(Some(data), true);
+    server
+        .client_first_with_nonce(b"p=tls-server-end-point,,n=,r=abc", "SRV")
+        .unwrap();
+    let msg = format!(
+        "c={},r=abcSRV,p=AmNKosjJzS31NTlQYNs5BTeQjdHdk7lOflDo5re2an8=",
+        b64.encode(b"p=tls-server-end-point,,")
+    );
+    assert_eq!(
+        server.client_final(msg.as_bytes()).unwrap_err().sqlstate(),
+        "08P01"
+    );
+}
+
+fn cert_with(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn end_point_hash_follows_the_signature_algorithm() {
+    use sha2::Digest;
+    let p256 = cert_with(&rcgen::PKCS_ECDSA_P256_SHA256);
+    assert_eq!(end_point_hash(&p256).unwrap(), EndPointHash::Sha256);
+    assert_eq!(
+        tls_server_end_point(&p256).unwrap(),
+        sha2::Sha256::digest(&p256).to_vec()
+    );
+    let p384 = cert_with(&rcgen::PKCS_ECDSA_P384_SHA384);
+    assert_eq!(end_point_hash(&p384).unwrap(), EndPointHash::Sha384);
+    assert_eq!(
+        tls_server_end_point(&p384).unwrap(),
+        sha2::Sha384::digest(&p384).to_vec()
+    );
+    // Ed25519 signs without a separate hash: SHA-256.
+    let ed = cert_with(&rcgen::PKCS_ED25519);
+    assert_eq!(end_point_hash(&ed).unwrap(), EndPointHash::Sha256);
+}
+
+#[test]
+fn end_point_hash_of_garbage_is_an_error() {
+    for bad in [
+        &b""[..],
+        b"\x30",
+        b"\x30\x82\xff\xff",
+        b"\x02\x01\x00",
+        b"\x30\x03\x02\x01\x00",
+    ] {
+        assert!(end_point_hash(bad).is_err(), "{bad:?}");
+    }
+    let mut cert = cert_with(&rcgen::PKCS_ECDSA_P256_SHA256);
+    cert.truncate(cert.len() / 2);
+    assert!(end_point_hash(&cert).is_err());
 }

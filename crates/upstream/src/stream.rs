@@ -1,0 +1,312 @@
+//! A connection that is plain TCP or TLS over TCP: client connections (after SSLRequest) and
+//! Meridian's own server connections (by `sslmode`). Split into halves, it is polled by the
+//! session loop exactly like a TCP socket.
+//!
+//! TLS writes are *write-through*: a write reports bytes as written only once their TLS
+//! records have reached the socket. A TLS library accepts plaintext and may keep the encrypted
+//! records buffered when the socket is full; a caller that then has nothing more to write would
+//! never flush them, and the peer would wait forever for a reply that sits in Meridian's memory.
+//! Until the records are out, the write stays pending, and the caller retries it with the same
+//! bytes (it has not advanced its buffer), which flushes them.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
+
+/// A client or server connection.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (either side of the handshake).
+    Tls(Box<WriteThrough>),
+    /// A TLS handshake on this connection failed: it can no longer carry anything, and every
+    /// read or write fails with `NotConnected`.
+    Closed,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Stream::Plain",
+            Stream::Tls(_) => "Stream::Tls",
+            Stream::Closed => "Stream::Closed",
+        })
+    }
+}
+
+impl Stream {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Runs the server side of a TLS handshake on a plain connection. On failure the stream is
+    /// [`Stream::Closed`] (the handshake consumed the socket).
+    pub async fn accept_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        *self = Stream::Tls(Box::new(WriteThrough::new(TlsStream::Server(tls))));
+        Ok(())
+    }
+
+    /// Runs the client side of a TLS handshake on a plain connection, as
+    /// [`accept_tls`](Self::accept_tls).
+    pub async fn connect_tls(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let tls = connector.connect(name, tcp).await?;
+        *self = Stream::Tls(Box::new(WriteThrough::new(TlsStream::Client(tls))));
+        Ok(())
+    }
+
+    /// Splits the stream into halves that can be polled independently.
+    pub fn into_split(self) -> (StreamReader, StreamWriter) {
+        match self {
+            Stream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (StreamReader::Plain(r), StreamWriter::Plain(w))
+            }
+            Stream::Tls(tls) => {
+                let (r, w) = tokio::io::split(*tls);
+                (StreamReader::Tls(r), StreamWriter::Tls(w))
+            }
+            Stream::Closed => (StreamReader::Closed, StreamWriter::Closed),
+        }
+    }
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed after a failed TLS handshake",
+    )
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+}
+
+/// The read half of a [`Stream`].
+#[derive(Debug)]
+pub enum StreamReader {
+    /// Plain TCP.
+    Plain(OwnedReadHalf),
+    /// TLS.
+    Tls(ReadHalf<WriteThrough>),
+    /// See [`Stream::Closed`].
+    Closed,
+}
+
+/// The write half of a [`Stream`].
+#[derive(Debug)]
+pub enum StreamWriter {
+    /// Plain TCP.
+    Plain(OwnedWriteHalf),
+    /// TLS.
+    Tls(WriteHalf<WriteThrough>),
+    /// See [`Stream::Closed`].
+    Closed,
+}
+
+impl StreamReader {
+    /// Reads what has arrived without waiting (`WouldBlock` if nothing). On TLS, records
+    /// that carry no application data (session tickets) are consumed and count as nothing.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamReader::Plain(r) => r.try_read(buf),
+            StreamReader::Tls(r) => r
+                .read(buf)
+                .now_or_never()
+                .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
+            StreamReader::Closed => Err(not_connected()),
+        }
+    }
+}
+
+impl StreamWriter {
+    /// Writes what the connection accepts right now without waiting (`WouldBlock` if nothing).
+    pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamWriter::Plain(w) => w.try_write(buf),
+            StreamWriter::Tls(w) => w
+                .write(buf)
+                .now_or_never()
+                .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
+            StreamWriter::Closed => Err(not_connected()),
+        }
+    }
+}
+
+impl AsyncRead for StreamReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamReader::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            StreamReader::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            StreamReader::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+}
+
+impl AsyncWrite for StreamWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            StreamWriter::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            StreamWriter::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            StreamWriter::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamWriter::Plain(s) => Pin::new(s).poll_flush(cx),
+            StreamWriter::Tls(s) => Pin::new(s).poll_flush(cx),
+            StreamWriter::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamWriter::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            StreamWriter::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            StreamWriter::Closed => Poll::Ready(Err(not_connected())),
+        }
+    }
+}
+
+/// A TLS stream whose writes complete only once their records are on the socket (see the
+/// module documentation).
+pub struct WriteThrough {
+    inner: TlsStream<TcpStream>,
+    /// Plaintext bytes the TLS layer took in an earlier `poll_write` that returned `Pending`
+    /// because their records were not all sent yet; reported once they are.
+    accepted: usize,
+}
+
+impl std::fmt::Debug for WriteThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteThrough")
+            .field("accepted", &self.accepted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteThrough {
+    fn new(inner: TlsStream<TcpStream>) -> Self {
+        WriteThrough { inner, accepted: 0 }
+    }
+
+    /// The TLS connection (peer certificates, negotiated version, ...).
+    pub fn tls(&self) -> &TlsStream<TcpStream> {
+        &self.inner
+    }
+}
+
+impl AsyncRead for WriteThrough {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteThrough {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.accepted == 0 {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            this.accepted = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        }
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        // The caller retries with the same leading bytes, so `accepted` never exceeds them; the
+        // bound only keeps a misbehaving caller from being told more than it offered.
+        let n = this.accepted.min(buf.len());
+        this.accepted = 0;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.accepted = 0;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
