@@ -5,10 +5,12 @@
 //! `config/meridian.example.toml`; keep the three in step.
 
 mod model;
+mod reload;
 mod tls;
 mod validate;
 
 pub use model::*;
+pub use reload::{changes, is_live, Changes, ConfigHandle, LIVE_KEYS};
 pub use tls::{NodeTlsSetting, SslMode, TlsConfig, TlsVersion, UpstreamTlsConfig};
 
 use std::path::Path;

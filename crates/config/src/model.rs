@@ -214,6 +214,8 @@ pub struct ProxyConfig {
     pub admin_token: Option<String>,
     /// Name of an environment variable holding the admin token.
     pub admin_token_env: Option<String>,
+    /// Path of a file holding the admin token (one trailing newline is ignored).
+    pub admin_token_file: Option<String>,
     /// The region this proxy runs in; replicas in the same region are preferred for reads.
     pub region: String,
     /// Largest protocol message accepted from a client or server, in bytes.
@@ -238,6 +240,12 @@ pub struct ProxyConfig {
     /// On SIGTERM/SIGINT: how long open transactions may run to completion before every
     /// session is closed with 57P01, in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// Failed authentications one source address may have within `auth_failure_window_s`;
+    /// beyond that its further attempts are refused (28000) before any password check until
+    /// the window ends. 0 disables the limit.
+    pub auth_failure_limit: u32,
+    /// Length of the failed-authentication window, in seconds.
+    pub auth_failure_window_s: u64,
 }
 
 impl Default for ProxyConfig {
@@ -247,6 +255,7 @@ impl Default for ProxyConfig {
             admin_listen: None,
             admin_token: None,
             admin_token_env: None,
+            admin_token_file: None,
             region: "local".into(),
             max_message_bytes: 64 * 1024 * 1024,
             max_client_connections: 10_000,
@@ -257,6 +266,8 @@ impl Default for ProxyConfig {
             worker_threads: 0,
             client_idle_timeout_ms: 0,
             idle_in_transaction_timeout_ms: 0,
+            auth_failure_limit: 10,
+            auth_failure_window_s: 60,
         }
     }
 }
@@ -290,10 +301,12 @@ pub enum AuthMethod {
 pub struct UserConfig {
     /// Role name, as the client sends it and as used upstream.
     pub name: String,
-    /// Password in the clear. Prefer `password_env`.
+    /// Password in the clear. Prefer `password_env` or `password_file`.
     pub password: Option<String>,
     /// Name of an environment variable holding the password.
     pub password_env: Option<String>,
+    /// Path of a file holding the password (one trailing newline is ignored).
+    pub password_file: Option<String>,
     /// How clients authenticate to Meridian as this user.
     #[serde(default)]
     pub auth: AuthMethod,
@@ -308,10 +321,12 @@ pub struct UserConfig {
 pub struct MonitorConfig {
     /// Role used for monitoring (needs `pg_monitor`; a superuser for promotion).
     pub user: String,
-    /// Password in the clear. Prefer `password_env`.
+    /// Password in the clear. Prefer `password_env` or `password_file`.
     pub password: Option<String>,
     /// Name of an environment variable holding the password.
     pub password_env: Option<String>,
+    /// Path of a file holding the password (one trailing newline is ignored).
+    pub password_file: Option<String>,
     /// Database to connect to.
     #[serde(default = "default_monitor_db")]
     pub database: String,
@@ -326,6 +341,10 @@ fn default_monitor_db() -> String {
 fn default_check_timeout_ms() -> u64 {
     1_000
 }
+
+/// Most nodes a running Meridian can know: `[[nodes]]` entries, plus nodes removed by reloads
+/// since it started (their slots are kept; a node named again reuses its slot).
+pub const MAX_NODES: usize = 64;
 
 /// `[[nodes]]`: one Postgres server.
 #[derive(Debug, Clone, Deserialize)]
@@ -357,27 +376,45 @@ fn default_region() -> String {
     "local".into()
 }
 
-/// A password after `password`/`password_env` resolution.
+/// A password after `password`/`password_env`/`password_file` resolution (exactly one of
+/// them must be set).
 pub fn resolve_password(
     key: &str,
     password: &Option<String>,
     password_env: &Option<String>,
+    password_file: &Option<String>,
 ) -> Result<String, crate::ConfigError> {
-    match (password, password_env) {
-        (Some(p), None) => Ok(p.clone()),
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
+    match (password, password_env, password_file) {
+        (Some(p), None, None) => Ok(p.clone()),
+        (None, Some(var), None) => std::env::var(var).map_err(|_| {
             crate::ConfigError::invalid(
                 format!("{key}.password_env"),
                 format!("environment variable {var} is not set"),
             )
         }),
-        (Some(_), Some(_)) => Err(crate::ConfigError::invalid(
+        (None, None, Some(path)) => read_secret_file(&format!("{key}.password_file"), path),
+        (None, None, None) => Err(crate::ConfigError::invalid(
             format!("{key}.password"),
-            "set either password or password_env, not both",
+            "missing: set password, password_env or password_file",
         )),
-        (None, None) => Err(crate::ConfigError::invalid(
+        _ => Err(crate::ConfigError::invalid(
             format!("{key}.password"),
-            "missing: set password or password_env",
+            "set only one of password, password_env and password_file",
         )),
     }
+}
+
+/// Reads a secret from `path` for the key `key`: one trailing newline (`\n` or `\r\n`) is
+/// dropped; an unreadable or empty file is an error naming the key (never the content).
+pub fn read_secret_file(key: &str, path: &str) -> Result<String, crate::ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
+    let secret = text
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(crate::ConfigError::invalid(key, format!("{path} is empty")));
+    }
+    Ok(secret.to_string())
 }

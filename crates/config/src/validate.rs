@@ -16,7 +16,14 @@ impl Config {
         self.proxy.admin_token = resolve_admin_token(
             self.proxy.admin_token.take(),
             self.proxy.admin_token_env.take(),
+            self.proxy.admin_token_file.take(),
         )?;
+        if self.proxy.auth_failure_limit > 0 && self.proxy.auth_failure_window_s == 0 {
+            return Err(ConfigError::invalid(
+                "proxy.auth_failure_window_s",
+                "must be at least 1 (or set proxy.auth_failure_limit = 0 to disable the limit)",
+            ));
+        }
         if self.proxy.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "proxy.max_message_bytes",
@@ -50,15 +57,23 @@ impl Config {
                     format!("duplicate user {:?}", user.name),
                 ));
             }
-            user.password = Some(resolve_password(&key, &user.password, &user.password_env)?);
+            user.password = Some(resolve_password(
+                &key,
+                &user.password,
+                &user.password_env,
+                &user.password_file,
+            )?);
             user.password_env = None;
+            user.password_file = None;
         }
         self.monitor.password = Some(resolve_password(
             "monitor",
             &self.monitor.password,
             &self.monitor.password_env,
+            &self.monitor.password_file,
         )?);
         self.monitor.password_env = None;
+        self.monitor.password_file = None;
         for (key, value) in [
             ("monitor.timeout_ms", self.monitor.timeout_ms),
             (
@@ -92,6 +107,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nodes",
                 "at least one [[nodes]] entry is required",
+            ));
+        }
+        if self.nodes.len() > crate::MAX_NODES {
+            return Err(ConfigError::invalid(
+                "nodes",
+                format!("at most {} [[nodes]] entries", crate::MAX_NODES),
             ));
         }
         let mut names = HashSet::new();
@@ -159,26 +180,29 @@ impl Config {
     }
 }
 
-/// `proxy.admin_token` / `proxy.admin_token_env` resolved to the token, if one is configured.
+/// `proxy.admin_token` / `proxy.admin_token_env` / `proxy.admin_token_file` resolved to the
+/// token, if one is configured.
 fn resolve_admin_token(
     token: Option<String>,
     env: Option<String>,
+    file: Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    let token = match (token, env) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                "proxy.admin_token",
-                "set either admin_token or admin_token_env, not both",
-            ))
-        }
-        (Some(t), None) => t,
-        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+    let token = match (token, env, file) {
+        (None, None, None) => return Ok(None),
+        (Some(t), None, None) => t,
+        (None, Some(var), None) => std::env::var(&var).map_err(|_| {
             ConfigError::invalid(
                 "proxy.admin_token_env",
                 format!("environment variable {var} is not set"),
             )
         })?,
+        (None, None, Some(path)) => crate::read_secret_file("proxy.admin_token_file", &path)?,
+        _ => {
+            return Err(ConfigError::invalid(
+                "proxy.admin_token",
+                "set only one of admin_token, admin_token_env and admin_token_file",
+            ))
+        }
     };
     if token.trim().is_empty() {
         return Err(ConfigError::invalid(
@@ -282,6 +306,81 @@ port = 55432
         assert!(e.starts_with("proxy.admin_token_env"), "{e}");
         let e = err(&with("admin_token = \"a\"\nadmin_token_env = \"HOME\""));
         assert!(e.starts_with("proxy.admin_token"), "{e}");
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("meridian-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("app.pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let text = GOOD.replace(
+            "password = \"app-secret\"",
+            &format!("password_file = {:?}", file.display().to_string()),
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.users[0].password.as_deref(), Some("from-file"));
+        assert!(c.users[0].password_file.is_none());
+        std::fs::write(&file, "crlf\r\n").expect("write");
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.users[0].password.as_deref(), Some("crlf"));
+        // Only one trailing newline is dropped: the rest belongs to the secret.
+        std::fs::write(&file, "two\n\n").expect("write");
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.users[0].password.as_deref(), Some("two\n"));
+        std::fs::write(&file, "\n").expect("write");
+        let e = err(&text);
+        assert!(e.starts_with("users[0].password_file"), "{e}");
+        assert!(e.contains("empty"), "{e}");
+        let e = err(&GOOD.replace(
+            "password = \"app-secret\"",
+            "password_file = \"/nonexistent/meridian/pw\"",
+        ));
+        assert!(e.starts_with("users[0].password_file"), "{e}");
+        let e = err(&GOOD.replace(
+            "password = \"pw\"",
+            "password_file = \"/nonexistent/meridian/pw\"",
+        ));
+        assert!(e.starts_with("monitor.password_file"), "{e}");
+        let e = err(&GOOD.replace(
+            "password = \"app-secret\"",
+            &format!(
+                "password = \"a\"\npassword_file = {:?}",
+                file.display().to_string()
+            ),
+        ));
+        assert!(e.starts_with("users[0].password"), "{e}");
+        std::fs::write(&file, "tok\n").expect("write");
+        let c = Config::from_toml(&GOOD.replace(
+            "region = \"eu\"",
+            &format!(
+                "region = \"eu\"\nadmin_token_file = {:?}",
+                file.display().to_string()
+            ),
+        ))
+        .expect("valid");
+        assert_eq!(c.proxy.admin_token.as_deref(), Some("tok"));
+        let e = err(&GOOD.replace(
+            "region = \"eu\"",
+            "region = \"eu\"\nadmin_token_file = \"/nonexistent/meridian/tok\"",
+        ));
+        assert!(e.starts_with("proxy.admin_token_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn auth_failure_window_must_be_positive() {
+        let e = err(&GOOD.replace(
+            "region = \"eu\"",
+            "region = \"eu\"\nauth_failure_window_s = 0",
+        ));
+        assert!(e.starts_with("proxy.auth_failure_window_s"), "{e}");
+        let c = Config::from_toml(&GOOD.replace(
+            "region = \"eu\"",
+            "region = \"eu\"\nauth_failure_window_s = 0\nauth_failure_limit = 0",
+        ))
+        .expect("limit off");
+        assert_eq!(c.proxy.auth_failure_limit, 0);
     }
 
     #[test]
