@@ -86,6 +86,9 @@ async fn connect_inner(
     stream.set_nodelay(true).map_err(io)?;
     let addr = stream.peer_addr().map_err(io)?;
     let stream = params.tls.negotiate(stream, params.host, addr_text).await?;
+    // On TLS, SCRAM binds to the server's certificate when the server offers
+    // SCRAM-SHA-256-PLUS.
+    let end_point = stream.peer_end_point();
     let (rd, wr) = stream.into_split();
     let mut conn = BackendConn {
         rd,
@@ -135,12 +138,18 @@ async fn connect_inner(
                                 code: 10,
                             });
                         }
-                        let client = auth::ScramClient::new(params.password);
-                        messages::sasl_initial_response(
-                            &mut out,
-                            "SCRAM-SHA-256",
-                            &client.initial(),
-                        );
+                        // As libpq: PLUS when offered on TLS; on TLS without the offer, `y`
+                        // (the server can then tell a downgrade); on plaintext, `n`.
+                        let (mechanism, binding) = match &end_point {
+                            Some(data) if mechanisms.contains(&auth::SCRAM_SHA_256_PLUS) => (
+                                auth::SCRAM_SHA_256_PLUS,
+                                auth::ClientBinding::TlsServerEndPoint(data.clone()),
+                            ),
+                            Some(_) => (auth::SCRAM_SHA_256, auth::ClientBinding::Unrequested),
+                            None => (auth::SCRAM_SHA_256, auth::ClientBinding::None),
+                        };
+                        let client = auth::ScramClient::with_binding(params.password, binding);
+                        messages::sasl_initial_response(&mut out, mechanism, &client.initial());
                         scram = Some(client);
                     }
                     parse::AuthRequest::SaslContinue(data) => {

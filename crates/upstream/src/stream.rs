@@ -46,6 +46,19 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The `tls-server-end-point` channel-binding data of the server's certificate, on the client
+    /// side of a TLS connection.
+    pub fn peer_end_point(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let TlsStream::Client(c) = &tls.inner else {
+            return None;
+        };
+        let cert = c.get_ref().1.peer_certificates()?.first()?;
+        meridian_wire::auth::tls_server_end_point(cert).ok()
+    }
+
     /// Runs the server side of a TLS handshake on a plain connection. On failure the stream is
     /// [`Stream::Closed`] (the handshake consumed the socket).
     pub async fn accept_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
