@@ -13,6 +13,7 @@ mod consistency;
 mod failover;
 mod limits;
 mod protocol;
+mod reload;
 mod routing;
 mod shutdown;
 mod support;

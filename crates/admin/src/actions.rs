@@ -16,7 +16,8 @@ use crate::{Admin, ApiError};
 
 /// Checks `Authorization: Bearer <token>` against `proxy.admin_token` in constant time.
 pub fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = admin.state.config.proxy.admin_token.as_deref() else {
+    let config = admin.state.live.load();
+    let Some(expected) = config.proxy.admin_token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "mutating admin calls are disabled: set proxy.admin_token (or proxy.admin_token_env) \
@@ -148,16 +149,42 @@ pub async fn unfence(
     Ok(Json(json!({ "node": node, "fenced": false })))
 }
 
-/// `POST /api/v1/reload`: not implemented yet (501).
+/// `POST /api/v1/reload`: re-reads the configuration file and applies it. 200 with
+/// `{ok, changed, restart_required}`; 400 with `{ok: false, error, errors}` when the new file is
+/// refused (the running configuration stays); 409 when there is no file to reload from.
 pub async fn reload(
     State(admin): State<Arc<Admin>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     authorize(&admin, &headers)?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "configuration reload is not implemented yet: restart Meridian to apply a changed configuration",
-    ))
+    let Some(reloader) = admin.state.reloader.get().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this Meridian was started without a configuration file to reload",
+        ));
+    };
+    // Reading the file and deriving SCRAM verifiers is blocking work.
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reload: {e}")))?;
+    Ok(match outcome {
+        Ok(report) => Json(json!({
+            "ok": true,
+            "changed": report.changed,
+            "restart_required": report.restart_required,
+        }))
+        .into_response(),
+        Err(refused) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "ok": false,
+                "error": refused.to_string(),
+                "errors": refused.errors,
+            })),
+        )
+            .into_response(),
+    })
 }
 
 /// `POST /api/v1/consistency-check`: per-table checksums on the primary and every other node.

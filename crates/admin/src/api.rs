@@ -62,6 +62,7 @@ fn node_json(n: &NodeState, server_connections: u64) -> Value {
         "role": n.role.as_str(),
         "healthy": n.healthy,
         "fenced": n.fenced,
+        "removed": n.removed,
         "lsn": n.lsn.to_string(),
         "receive_lsn": n.receive_lsn.to_string(),
         "lag_bytes": n.lag_bytes,
@@ -93,7 +94,7 @@ pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
             |(target, reason, count)| json!({ "target": target, "reason": reason, "count": count }),
         )
         .collect();
-    let cfg = &state.config;
+    let cfg = state.live.load();
     let counters = &state.ha.counters;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -134,12 +135,13 @@ pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
 /// `GET /api/v1/lag`: replication lag of every replica.
 pub async fn lag(State(admin): State<Arc<Admin>>) -> Json<Value> {
     let topo = admin.state.topology.load();
-    let routing = &admin.state.config.routing;
+    let config = admin.state.live.load();
+    let routing = &config.routing;
     let replicas: Vec<Value> = topo
         .nodes
         .iter()
         .enumerate()
-        .filter(|(i, n)| n.role != Role::Primary && Some(*i) != topo.primary)
+        .filter(|(i, n)| n.role != Role::Primary && Some(*i) != topo.primary && !n.removed)
         .map(|(_, n)| {
             json!({
                 "name": n.name,
@@ -194,7 +196,7 @@ pub async fn route(
         .get("sql")
         .ok_or_else(|| ApiError::bad_request("query parameter sql is required"))?;
     let consistency = match q.get("consistency") {
-        None => admin.state.config.consistency.mode,
+        None => admin.state.live.load().consistency.mode,
         Some(c) => c.parse().map_err(|_| {
             ApiError::bad_request("consistency must be session, eventual or strong")
         })?,
@@ -202,7 +204,7 @@ pub async fn route(
     let database = q
         .get("database")
         .cloned()
-        .unwrap_or_else(|| admin.state.config.monitor.database.clone());
+        .unwrap_or_else(|| admin.state.live.load().monitor.database.clone());
     Ok(Json(crate::route::explain(
         &admin.state,
         sql,

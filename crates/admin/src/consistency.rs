@@ -54,7 +54,7 @@ pub async fn run(state: &ProxyState, req: CheckRequest) -> Result<Value, ApiErro
     let database = req
         .database
         .clone()
-        .unwrap_or_else(|| state.config.monitor.database.clone());
+        .unwrap_or_else(|| state.live.load().monitor.database.clone());
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(10_000));
     let mut pclient = connect(state, &primary, &database).await.map_err(|e| {
         ApiError::new(
@@ -331,7 +331,8 @@ async fn compare_on(t: &Target, rel: &str, lsn: &str, expected: &str, timeout: D
 
 /// A monitor-credentials connection to `node`'s `database`.
 async fn connect(state: &ProxyState, node: &NodeState, database: &str) -> Result<Client, String> {
-    let m = &state.config.monitor;
+    let config = state.live.load_full();
+    let m = &config.monitor;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&node.host)
         .port(node.port)
@@ -340,7 +341,7 @@ async fn connect(state: &ProxyState, node: &NodeState, database: &str) -> Result
         .dbname(database)
         .application_name("meridian-consistency")
         .connect_timeout(Duration::from_millis(m.timeout_ms));
-    let tls = meridian_upstream::NodeTls::for_host(&state.config, &node.host, node.port)
+    let tls = meridian_upstream::NodeTls::for_host(&config, &node.host, node.port)
         .map_err(|e| e.to_string())?
         .configure(&mut pg);
     let (client, conn) = pg.connect(tls).await.map_err(|e| e.to_string())?;

@@ -106,7 +106,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
 /// Serves the admin API on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if admin.state.config.proxy.admin_token.is_none() {
+    if admin.state.live.load().proxy.admin_token.is_none() {
         tracing::info!("proxy.admin_token is not set: mutating admin API calls are refused");
     }
     tracing::info!(admin_addr = ?addr, "admin API listening");

@@ -94,7 +94,8 @@ impl Collector for ProxyCollector {
         let conns = state.stats.server_connections();
         let mut fenced = 0;
         let mut healthy_replicas = 0;
-        for (i, n) in topo.nodes.iter().enumerate() {
+        // Nodes removed by a reload keep their slot but are no longer reported.
+        for (i, n) in topo.nodes.iter().enumerate().filter(|(_, n)| !n.removed) {
             let name = n.name.as_str();
             out.gauge(
                 "meridian_node_info",

@@ -40,11 +40,11 @@ fn kind_name(kind: &StatementKind) -> &'static str {
 /// read would; nothing else changes.
 pub fn explain(state: &ProxyState, sql: &str, database: &str, consistency: Consistency) -> Value {
     let topo = state.topology.load();
-    let cfg = &state.config;
+    let cfg = state.live.load();
     let class = if cfg.routing.passthrough {
         None
     } else {
-        Some(classify(sql, &state.overrides))
+        Some(classify(sql, &state.overrides.load()))
     };
     let primary = topo.primary_node().map(|p| p.name.clone());
     let (target, node, reason): (&str, Option<String>, &str) = match &class {

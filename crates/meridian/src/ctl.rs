@@ -31,6 +31,9 @@ pub enum Action {
     },
     /// Show the failover and fencing history.
     Events,
+    /// Re-read the configuration file and apply it (as SIGHUP does); shows the changed keys and
+    /// those that need a restart, or the errors that kept the running configuration.
+    Reload,
     /// Show each replica's replication lag.
     Lag,
     /// Show where a statement would be routed, and why.
@@ -93,6 +96,7 @@ pub async fn run(base: &str, token: Option<&str>, json_out: bool, action: Action
             Some(json!({ "node": node })),
             10,
         ),
+        Action::Reload => ("POST", "/api/v1/reload".to_string(), None, 60),
         Action::ConsistencyCheck { database, tables } => {
             let mut b = json!({});
             if let Some(d) = database {
@@ -152,6 +156,17 @@ pub async fn run(base: &str, token: Option<&str>, json_out: bool, action: Action
 }
 
 fn report_error(response: &HttpResponse, value: &Value) {
+    // A refused reload lists one error per key.
+    if let Some(errors) = value["errors"].as_array().filter(|e| !e.is_empty()) {
+        eprintln!(
+            "error: HTTP {}: configuration refused; the running one stays",
+            response.status
+        );
+        for e in errors {
+            eprintln!("  {}", s(e));
+        }
+        return;
+    }
     let message = value["error"].as_str().unwrap_or("request failed");
     eprintln!("error: HTTP {}: {message}", response.status);
 }
@@ -264,6 +279,27 @@ fn render(action: &Action, v: &Value) -> String {
             s(&v["fenced"])
         ),
         Action::Unfence { node } => format!("{node} unfenced\n"),
+        Action::Reload => {
+            let list = |k: &str| {
+                let keys: Vec<String> = v[k].as_array().into_iter().flatten().map(s).collect();
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            };
+            let mut out = format!("reloaded; changed: {}\n", list("changed"));
+            if v["restart_required"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                out.push_str(&format!(
+                    "changed but kept until restart: {}\n",
+                    list("restart_required")
+                ));
+            }
+            out
+        }
         Action::ConsistencyCheck { .. } => {
             let mut rows = vec![["TABLE", "NODE", "STATUS", "ROWS", "DETAIL"]
                 .map(String::from)

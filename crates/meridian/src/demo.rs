@@ -6,6 +6,11 @@ use meridian_testkit::{creds, Cluster};
 
 /// A configuration pointing at `cluster`, with the testkit's users, listening on `listen`.
 pub fn config_for(cluster: &Cluster, listen: &str) -> Result<Config, meridian_config::ConfigError> {
+    Config::from_toml(&config_text_for(cluster, listen))
+}
+
+/// `config_for` as TOML text (to write to a file and edit, as the reload tests do).
+pub fn config_text_for(cluster: &Cluster, listen: &str) -> String {
     let mut text = format!(
         r#"
 [proxy]
@@ -53,7 +58,7 @@ password = "trust-needs-none"
             node.name, node.port
         ));
     }
-    Config::from_toml(&text)
+    text
 }
 
 /// Runs the demo until Ctrl-C, then stops Meridian and the cluster.

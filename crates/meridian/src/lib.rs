@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 pub mod demo;
 pub mod logging;
+pub mod reload;
 
 /// A running proxy. Dropping it stops the listener and the monitor.
 pub struct Running {
@@ -32,7 +33,7 @@ pub struct Running {
     /// The session threads; dropped (closing what is left) after the listener, when `Running` is.
     _workers: Arc<meridian_session::Workers>,
     catalog_task: tokio::task::JoinHandle<()>,
-    _monitor: monitor::MonitorTasks,
+    _monitor: Arc<monitor::MonitorTasks>,
 }
 
 impl Running {
@@ -64,6 +65,19 @@ impl Running {
         }
     }
 
+    /// Re-reads the configuration file and applies it (what SIGHUP does). Refused when the
+    /// proxy was started without a file (`start` rather than `start_from`).
+    pub fn reload(
+        &self,
+    ) -> Result<meridian_session::ReloadReport, meridian_session::ReloadRefused> {
+        match self.state.reloader.get() {
+            Some(r) => r.reload(),
+            None => Err(meridian_session::ReloadRefused {
+                errors: vec!["Meridian was started without a configuration file to reload".into()],
+            }),
+        }
+    }
+
     /// Stops accepting clients and waits for the listener to finish.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
@@ -92,8 +106,19 @@ pub fn check_tls(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Binds the listener and starts the monitor and the accept loop on the current runtime.
+/// Without a file to re-read, reloads are refused; see `start_from`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let config = Arc::new(config);
+    start_from(config, None).await
+}
+
+/// `start`, with the file `config` was loaded from: SIGHUP (`Running::reload`) and
+/// `POST /api/v1/reload` re-read it.
+pub async fn start_from(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+) -> anyhow::Result<Running> {
+    let live = meridian_config::ConfigHandle::new(config);
+    let config = live.load_full();
     let listener = TcpListener::bind(&config.proxy.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "proxy.listen: cannot listen on {}: {e}",
@@ -103,19 +128,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listen_addr = listener.local_addr()?;
     let admin_listener = bind_admin(&config).await?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
-    let replay = Arc::new(ReplayTracker::new(config.nodes.len()));
-    let monitor = monitor::spawn(config.clone(), topology.clone(), replay.clone());
-    let functions = Arc::new(FunctionCatalog::default());
-    let catalog_task = meridian_upstream::spawn_function_loader(
-        config.clone(),
+    // Room for every node slot a reload may add.
+    let replay = Arc::new(ReplayTracker::new(meridian_config::MAX_NODES));
+    let monitor = Arc::new(monitor::spawn(
+        live.clone(),
         topology.clone(),
-        functions.clone(),
-    );
-    let ha = Arc::new(Ha::new(config.clone(), topology.clone()));
+        replay.clone(),
+    ));
+    let functions = Arc::new(FunctionCatalog::default());
+    let catalog_task =
+        meridian_upstream::spawn_function_loader(live.clone(), topology.clone(), functions.clone());
+    let ha = Arc::new(Ha::new(live.clone(), topology.clone()));
     let ha_task = tokio::spawn(ha.clone().run());
     let state = Arc::new(
-        ProxyState::new(config, topology.clone(), functions, replay, ha.clone())?.with_tls()?,
+        ProxyState::new(live, topology.clone(), functions, replay, ha.clone())?.with_tls()?,
     );
+    if let Some(path) = path {
+        let reloader = reload::ConfigReloader::new(path, &state, &monitor)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = state.reloader.set(Arc::new(reloader));
+    }
     let (shutdown, rx) = watch::channel(false);
     let (admin_addr, admin_task) = spawn_admin(admin_listener, &state, rx.clone())?;
     let workers = Arc::new(

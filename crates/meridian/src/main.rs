@@ -88,8 +88,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -100,10 +100,13 @@ fn main() -> ExitCode {
             // Sessions run on their own worker threads (`proxy.worker_threads`); this runtime
             // carries the listener, the health loop and the admin API.
             runtime_run_with(1, async move {
-                let timeout = std::time::Duration::from_millis(config.proxy.shutdown_timeout_ms);
-                let running = meridian::start(config).await?;
-                ignore_sighup();
+                let running = meridian::start_from(config, Some(path)).await?;
+                reload_on_sighup(&running);
                 wait_for_signal().await;
+                // Read now: a reload may have changed it.
+                let timeout = std::time::Duration::from_millis(
+                    running.state.live.load().proxy.shutdown_timeout_ms,
+                );
                 tracing::info!("shutting down: draining sessions (a second signal exits at once)");
                 tokio::select! {
                     _ = running.drain(timeout) => {}
@@ -167,18 +170,22 @@ fn runtime_run_with(
     }
 }
 
-/// SIGHUP would end the process by default; until configuration reload exists it is logged
-/// and otherwise ignored, so that `systemctl reload` cannot stop the proxy.
-fn ignore_sighup() {
+/// SIGHUP re-reads the configuration file and applies it (the outcome is logged: the changed
+/// keys, the keys that need a restart, or the errors that kept the running configuration).
+fn reload_on_sighup(running: &meridian::Running) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        let Some(reloader) = running.state.reloader.get().cloned() else {
+            return;
+        };
         if let Ok(mut hup) = signal(SignalKind::hangup()) {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::warn!(
-                        "SIGHUP received: configuration reload is not implemented yet; restart Meridian (it drains gracefully) to apply changes"
-                    );
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let r = reloader.clone();
+                    // The outcome is logged by the reloader itself.
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
                 }
             });
         }

@@ -115,6 +115,7 @@ impl ReplicaChooser {
             if node.role != Role::Replica
                 || !node.healthy
                 || node.fenced
+                || node.removed
                 || Some(i) == topo.primary
                 || self.is_suspect(i)
             {
@@ -193,6 +194,7 @@ mod tests {
             rtt_us,
             last_ok: None,
             fenced: false,
+            removed: false,
         }
     }
 

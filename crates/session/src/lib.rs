@@ -4,6 +4,8 @@
 mod cancel;
 mod error;
 mod listener;
+mod ratelimit;
+mod reload;
 mod session;
 
 pub use session::route::{want_of, Want};
@@ -16,7 +18,9 @@ mod workers;
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
 pub use listener::serve;
-pub use workers::Workers;
-pub use state::{Drain, ProxyState, UserAuth};
+pub use ratelimit::AuthFailures;
+pub use reload::{ReloadRefused, ReloadReport, Reloader};
+pub use state::{Drain, ProxyState, UserAuth, Users};
 pub use stats::{ClientGuard, ServerConns, Stats, QUERY_BUCKETS_S, WAIT_BUCKETS_MS};
 pub use tls::ClientTls;
+pub use workers::Workers;

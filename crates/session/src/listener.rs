@@ -9,7 +9,7 @@ use meridian_upstream::stream::Stream;
 use meridian_wire::messages;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::session::Session;
@@ -26,7 +26,8 @@ pub async fn serve(
     workers: Arc<Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(state.config.proxy.max_client_connections));
+    // Counted rather than a semaphore so that a reload can change the limit.
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -49,8 +50,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let max_clients = state.live.load().proxy.max_client_connections;
+        match ClientPermit::try_new(&open, max_clients) {
+            Some(permit) => {
                 // The socket moves to the worker's own reactor.
                 let stream = match stream.into_std() {
                     Ok(s) => s,
@@ -69,12 +71,14 @@ pub async fn serve(
                         }
                     };
                     let mut counted = state.stats.client_connected();
-                    if let Err(e) = handle_client(stream, state.clone(), &mut counted).await {
+                    if let Err(e) =
+                        handle_client(stream, peer.ip(), state.clone(), &mut counted).await
+                    {
                         debug!(%peer, error = %e, kind = e.kind(), "client session ended with error");
                     }
                 });
             }
-            Err(_) => {
+            None => {
                 state.stats.client_rejected();
                 tokio::spawn(async move {
                     reject(Stream::Plain(stream), &SessionError::TooManyClients).await;
@@ -88,15 +92,16 @@ pub async fn serve(
 /// once the client has authenticated.
 async fn handle_client(
     stream: TcpStream,
+    peer: std::net::IpAddr,
     state: Arc<ProxyState>,
     counted: &mut ClientGuard<'_>,
 ) -> Result<(), SessionError> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut stream = Stream::Plain(stream);
-    let timeout = Duration::from_millis(state.config.proxy.startup_timeout_ms);
+    let timeout = Duration::from_millis(state.live.load().proxy.startup_timeout_ms);
     let outcome = match tokio::time::timeout(
         timeout,
-        startup::handshake(&mut stream, &mut buf, &state),
+        startup::handshake(&mut stream, &mut buf, &state, peer),
     )
     .await
     {
@@ -131,4 +136,24 @@ async fn reject(mut stream: Stream, e: &SessionError) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// One of `proxy.max_client_connections` client slots, held while the client is served.
+struct ClientPermit(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ClientPermit {
+    fn try_new(open: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| ClientPermit(open.clone()))
+    }
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -44,6 +44,7 @@ pub async fn handshake(
     stream: &mut Stream,
     buf: &mut BytesMut,
     state: &ProxyState,
+    peer: std::net::IpAddr,
 ) -> Result<Outcome, SessionError> {
     let packet = loop {
         let packet = loop {
@@ -163,7 +164,7 @@ pub async fn handshake(
         }
     }
 
-    authenticate(stream, buf, state, &user).await?;
+    limited_authenticate(stream, buf, state, &user, peer).await?;
     info!(%user, %database, "client authenticated");
     Ok(Outcome::Session(Authenticated {
         user,
@@ -171,6 +172,47 @@ pub async fn handshake(
         params,
         meridian,
     }))
+}
+
+/// Authentication behind the failed-attempt limit: an address with `proxy.auth_failure_limit`
+/// failures in its window is refused (28000) before any password check; each failure is logged
+/// with the user name and address (never what the client sent).
+async fn limited_authenticate(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    state: &ProxyState,
+    user: &str,
+    peer: std::net::IpAddr,
+) -> Result<(), SessionError> {
+    let (limit, window) = {
+        let cfg = state.live.load();
+        let p = &cfg.proxy;
+        (
+            p.auth_failure_limit,
+            std::time::Duration::from_secs(p.auth_failure_window_s),
+        )
+    };
+    if state.auth_failures.blocked(peer, limit, window) {
+        debug!(%user, client = %peer, "authentication refused: too many failed attempts");
+        return Err(SessionError::Auth {
+            code: "28000",
+            message: "too many failed authentication attempts from this address; try again later"
+                .into(),
+        });
+    }
+    let result = authenticate(stream, buf, state, user).await;
+    if let Err(SessionError::Auth { code: "28P01", .. }) = &result {
+        let failures = state.auth_failures.record(peer, limit, window);
+        tracing::warn!(%user, client = %peer, failures, "authentication failed");
+        if limit > 0 && failures == limit {
+            tracing::warn!(
+                client = %peer,
+                window_s = window.as_secs(),
+                "too many failed authentications: refusing this address for the rest of its window"
+            );
+        }
+    }
+    result
 }
 
 async fn authenticate(
@@ -187,7 +229,7 @@ async fn authenticate(
     if known.is_none() {
         info!(%user, "authentication attempt for unknown user");
     }
-    match known.map(|u| u.method) {
+    match known.as_ref().map(|u| u.method) {
         Some(AuthMethod::Md5) => {
             let salt: [u8; 4] = rand::random();
             let mut out = BytesMut::new();
@@ -195,7 +237,7 @@ async fn authenticate(
             write(stream, &out).await?;
             let reply = read_password(stream, buf).await?;
             let offered = parse::password_message(frame::body(&reply))?;
-            let ok = known.is_some_and(|u| {
+            let ok = known.as_ref().is_some_and(|u| {
                 let expected = auth::md5_password_hash(user, &u.password, salt);
                 auth::ct_eq(expected.as_bytes(), offered)
             });
@@ -208,7 +250,7 @@ async fn authenticate(
         // Unknown users run a mock SCRAM exchange (a per-name salt, as a real user would have)
         // and fail at the proof, exactly like a wrong password.
         Some(AuthMethod::ScramSha256) | None => {
-            let mut server = match known {
+            let mut server = match &known {
                 Some(u) => ScramServer::new(&u.scram),
                 None => ScramServer::mock(user),
             };

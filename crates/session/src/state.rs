@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use meridian_classify::{Classification, ClassifyCache, FunctionOverrides};
-use meridian_config::{AuthMethod, Config};
+use meridian_config::{AuthMethod, Config, ConfigHandle};
 use meridian_router::ReplicaChooser;
 use meridian_upstream::{FunctionCatalog, Ha, ReplayTracker, TopologyHandle};
 
@@ -28,16 +29,24 @@ pub struct UserAuth {
     pub scram: ScramSecret,
     /// `users[].max_connections`.
     pub max_connections: Option<usize>,
-    /// Sessions of this user right now.
-    pub sessions: std::sync::atomic::AtomicUsize,
+    /// Sessions of this user right now (shared by the user's entries across reloads).
+    pub sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Everything a session needs from the rest of the proxy.
 pub struct ProxyState {
-    /// The configuration in force.
+    /// The configuration the process started with. Read restart-only keys (listen addresses,
+    /// worker threads, pool settings, ...) here; keys a reload applies live are read through
+    /// `live` (docs/operations.md, "Reloading", lists both).
     pub config: Arc<Config>,
-    /// Users by name.
-    pub users: HashMap<String, UserAuth>,
+    /// The configuration in force: swapped as a whole by every successful reload.
+    pub live: ConfigHandle,
+    /// Users by name (swapped by reloads).
+    pub users: Users,
+    /// Failed authentications per client address (`proxy.auth_failure_limit`).
+    pub auth_failures: crate::ratelimit::AuthFailures,
+    /// Re-reads and applies the configuration file (installed by the binary when it has one).
+    pub reloader: std::sync::OnceLock<Arc<dyn crate::Reloader>>,
     /// The topology snapshot.
     pub topology: TopologyHandle,
     /// Cancel keys of live sessions.
@@ -49,8 +58,8 @@ pub struct ProxyState {
     pub upstream_tls: meridian_upstream::UpstreamTls,
     /// Statement classifications by SQL text.
     pub cache: ClassifyCache,
-    /// `routing.read_only_functions` / `routing.write_functions`.
-    pub overrides: FunctionOverrides,
+    /// `routing.read_only_functions` / `routing.write_functions` (swapped by reloads).
+    pub overrides: ArcSwap<FunctionOverrides>,
     /// Volatility of functions the classifier does not know, per database.
     pub functions: Arc<FunctionCatalog>,
     /// Replica choice and balance state.
@@ -96,38 +105,28 @@ pub enum Drain {
 }
 
 impl ProxyState {
-    /// Builds the shared state, deriving SCRAM verifiers for every user.
+    /// Builds the shared state from the configuration in `live`, deriving SCRAM verifiers for
+    /// every user.
     pub fn new(
-        config: Arc<Config>,
+        live: ConfigHandle,
         topology: TopologyHandle,
         functions: Arc<FunctionCatalog>,
         replay: Arc<ReplayTracker>,
         ha: Arc<Ha>,
     ) -> Result<Self, WireError> {
-        let mut users = HashMap::new();
-        for u in &config.users {
-            let password = u.password.clone().unwrap_or_default();
-            let salt: [u8; 16] = rand::random();
-            let scram = ScramSecret::from_password(&password, &salt, SCRAM_ITERATIONS)?;
-            users.insert(
-                u.name.clone(),
-                UserAuth {
-                    password,
-                    method: u.auth,
-                    scram,
-                    max_connections: u.max_connections,
-                    sessions: std::sync::atomic::AtomicUsize::new(0),
-                },
-            );
-        }
+        let config = live.load_full();
+        let users = Users(ArcSwap::from_pointee(build_users(&config, None)?));
         let routing = &config.routing;
         let cache = ClassifyCache::with_limits(routing.cache_max_entries, routing.cache_max_bytes);
         let overrides =
             FunctionOverrides::new(&routing.read_only_functions, &routing.write_functions);
-        let chooser = ReplicaChooser::new(config.nodes.len());
+        let chooser = ReplicaChooser::new(meridian_config::MAX_NODES);
         Ok(ProxyState {
             cache,
-            overrides,
+            overrides: ArcSwap::from_pointee(overrides),
+            live,
+            auth_failures: crate::ratelimit::AuthFailures::default(),
+            reloader: std::sync::OnceLock::new(),
             functions,
             chooser,
             replay,
@@ -145,4 +144,80 @@ impl ProxyState {
             upstream_tls: meridian_upstream::UpstreamTls::default(),
         })
     }
+}
+
+/// The configured users by name. Reloads replace the whole map; a session keeps the entry it
+/// authenticated with.
+pub struct Users(ArcSwap<HashMap<String, Arc<UserAuth>>>);
+
+impl Users {
+    /// The user called `name`, as currently configured.
+    pub fn get(&self, name: &str) -> Option<Arc<UserAuth>> {
+        self.0.load().get(name).cloned()
+    }
+
+    /// How many users are configured.
+    pub fn len(&self) -> usize {
+        self.0.load().len()
+    }
+
+    /// Whether no user is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.load().is_empty()
+    }
+}
+
+impl ProxyState {
+    /// Applies a reloaded configuration's users: new users can log in, removed ones cannot,
+    /// changed passwords apply to new logins. Sessions already running keep going. An
+    /// unchanged user keeps its SCRAM verifier (and its salt), and every kept user its session
+    /// count.
+    pub fn reload_users(&self, config: &Config) -> Result<(), WireError> {
+        let next = build_users(config, Some(&self.users.0.load()))?;
+        self.users.0.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Applies reloaded `routing.read_only_functions` / `routing.write_functions`; the
+    /// classification cache is emptied because its entries were made under the old lists.
+    pub fn reload_function_lists(&self, config: &Config) {
+        let r = &config.routing;
+        self.overrides.store(Arc::new(FunctionOverrides::new(
+            &r.read_only_functions,
+            &r.write_functions,
+        )));
+        self.cache.clear();
+    }
+}
+
+/// Derives every user's authentication data, reusing what `previous` already has for an
+/// unchanged user.
+fn build_users(
+    config: &Config,
+    previous: Option<&HashMap<String, Arc<UserAuth>>>,
+) -> Result<HashMap<String, Arc<UserAuth>>, WireError> {
+    let mut users = HashMap::new();
+    for u in &config.users {
+        let password = u.password.clone().unwrap_or_default();
+        let old = previous.and_then(|p| p.get(&u.name));
+        let scram = match old.filter(|o| o.password == password) {
+            Some(o) => o.scram.clone(),
+            None => {
+                let salt: [u8; 16] = rand::random();
+                ScramSecret::from_password(&password, &salt, SCRAM_ITERATIONS)?
+            }
+        };
+        let sessions = old.map(|o| o.sessions.clone()).unwrap_or_default();
+        users.insert(
+            u.name.clone(),
+            Arc::new(UserAuth {
+                password,
+                method: u.auth,
+                scram,
+                max_connections: u.max_connections,
+                sessions,
+            }),
+        );
+    }
+    Ok(users)
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meridian_config::Config;
+use meridian_config::ConfigHandle;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -64,7 +64,7 @@ pub struct HaCounters {
 
 /// The failover controller.
 pub struct Ha {
-    config: Arc<Config>,
+    config: ConfigHandle,
     topology: TopologyHandle,
     /// Highest commit position acknowledged to any client (from session tokens).
     acked: AtomicU64,
@@ -80,7 +80,7 @@ pub struct Ha {
 
 impl Ha {
     /// A controller for this configuration and topology.
-    pub fn new(config: Arc<Config>, topology: TopologyHandle) -> Self {
+    pub fn new(config: ConfigHandle, topology: TopologyHandle) -> Self {
         Ha {
             config,
             topology,
@@ -153,9 +153,9 @@ impl Ha {
                         self.refresh_sync_standbys(&topo, p).await;
                     }
                 }
-                None if last_primary.is_some() && self.config.failover.automatic => {
+                None if last_primary.is_some() && self.config.load().failover.automatic => {
                     let cooled = lock(&self.last_auto).is_none_or(|t| {
-                        t.elapsed() >= Duration::from_secs(self.config.failover.cooldown_s)
+                        t.elapsed() >= Duration::from_secs(self.config.load().failover.cooldown_s)
                     });
                     if cooled {
                         match self
@@ -183,7 +183,7 @@ impl Ha {
                 }
                 None => {}
             }
-            let tick = Duration::from_millis(self.config.failover.check_interval_ms);
+            let tick = Duration::from_millis(self.config.load().failover.check_interval_ms);
             let _ = tokio::time::timeout(tick, changes.changed()).await;
         }
     }
@@ -196,7 +196,7 @@ impl Ha {
             Some(name) => Some(
                 topo.nodes
                     .iter()
-                    .position(|n| n.name == name)
+                    .position(|n| n.name == name && !n.removed)
                     .ok_or_else(|| format!("no node named {name:?}"))?,
             ),
             None => None,
@@ -211,7 +211,7 @@ impl Ha {
         let target = topo
             .nodes
             .iter()
-            .position(|n| n.name == to)
+            .position(|n| n.name == to && !n.removed)
             .ok_or_else(|| format!("no node named {to:?}"))?;
         let old = topo.primary.ok_or("no primary to switch over from")?;
         if old == target {
@@ -251,7 +251,8 @@ impl Ha {
         // Writes are held in Meridian; what was already sent finishes, and open transactions
         // get until the deadline to commit. Then the old primary turns read-only, so nothing
         // can write there behind Meridian's back.
-        let deadline = Instant::now() + Duration::from_secs(self.config.failover.promote_timeout_s);
+        let deadline =
+            Instant::now() + Duration::from_secs(self.config.load().failover.promote_timeout_s);
         wait_for_quiet(client, deadline).await?;
         // ALTER SYSTEM cannot share a (multi-statement, hence implicit) transaction.
         let read_only = async {
@@ -346,14 +347,14 @@ impl Ha {
         let replicas: Vec<usize> = (0..topo.nodes.len())
             .filter(|&i| {
                 let n = &topo.nodes[i];
-                n.healthy && n.role == Role::Replica && !n.fenced && Some(i) != old
+                n.healthy && n.role == Role::Replica && !n.fenced && !n.removed && Some(i) != old
             })
             .collect();
         if replicas.is_empty() {
             return Err(("refused", "no healthy replica to promote".into()));
         }
         // Witness: replicas that still stream from the old primary prove it alive.
-        if automatic && self.config.failover.require_witness {
+        if automatic && self.config.load().failover.require_witness {
             for &r in &replicas {
                 if let Ok(c) = self.connect(r).await {
                     let streaming = c
@@ -402,8 +403,8 @@ impl Ha {
                 Some((b, brecv, brepl, _)) => {
                     (receive, replay) > (*brecv, *brepl)
                         || ((receive, replay) == (*brecv, *brepl)
-                            && topo.nodes[r].region == self.config.proxy.region
-                            && topo.nodes[*b].region != self.config.proxy.region)
+                            && topo.nodes[r].region == self.config.load().proxy.region
+                            && topo.nodes[*b].region != self.config.load().proxy.region)
                 }
             };
             if better {
@@ -424,7 +425,7 @@ impl Ha {
                 && sync.contains(&cand);
             if sync_all_here {
                 info!(candidate = %name, "candidate is a synchronous standby with the most WAL");
-            } else if self.config.failover.allow_data_loss {
+            } else if self.config.load().failover.allow_data_loss {
                 lost_range = Some((receive, acked));
                 self.event(
                     "data_loss",
@@ -439,7 +440,7 @@ impl Ha {
             }
         }
         // Let it replay what it received, then promote and prove it takes writes.
-        let deadline = started + Duration::from_secs(self.config.failover.promote_timeout_s);
+        let deadline = started + Duration::from_secs(self.config.load().failover.promote_timeout_s);
         while Instant::now() < deadline {
             let replay = lsn_query(&client, "SELECT pg_last_wal_replay_lsn()::text")
                 .await
@@ -466,7 +467,12 @@ impl Ha {
             }
             next
         });
-        let wait_s = self.config.failover.promote_timeout_s.min(i32::MAX as u64) as i32;
+        let wait_s = self
+            .config
+            .load()
+            .failover
+            .promote_timeout_s
+            .min(i32::MAX as u64) as i32;
         let promoted: bool = client
             .query_one("SELECT pg_promote(true, $1)", &[&wait_s])
             .await
@@ -623,7 +629,7 @@ impl Ha {
         let i = topo
             .nodes
             .iter()
-            .position(|n| n.name == node)
+            .position(|n| n.name == node && !n.removed)
             .ok_or_else(|| format!("no node named {node:?}"))?;
         self.topology.update(|prev| {
             let mut next = prev.clone();
@@ -663,7 +669,7 @@ impl Ha {
     }
 
     fn run_fence_command(&self, node: usize, name: &str, new_primary: &str) {
-        let Some(cmd) = self.config.failover.fence_command.clone() else {
+        let Some(cmd) = self.config.load().failover.fence_command.clone() else {
             return;
         };
         let topo = self.topology.load();
@@ -696,15 +702,17 @@ impl Ha {
     async fn connect(&self, node: usize) -> Result<Client, String> {
         let topo = self.topology.load();
         let n = topo.nodes.get(node).ok_or("no such node")?;
+        let config = self.config.load_full();
+        let m = &config.monitor;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&n.host)
             .port(n.port)
-            .user(&self.config.monitor.user)
-            .password(self.config.monitor.password.as_deref().unwrap_or_default())
-            .dbname(&self.config.monitor.database)
+            .user(&m.user)
+            .password(m.password.as_deref().unwrap_or_default())
+            .dbname(&m.database)
             .application_name("meridian-failover")
-            .connect_timeout(Duration::from_millis(self.config.monitor.timeout_ms));
-        let tls = crate::NodeTls::for_host(&self.config, &n.host, n.port)
+            .connect_timeout(Duration::from_millis(m.timeout_ms));
+        let tls = crate::NodeTls::for_host(&config, &n.host, n.port)
             .map_err(|e| e.to_string())?
             .configure(&mut pg);
         let (client, conn) = pg.connect(tls).await.map_err(|e| pg_err(&e))?;

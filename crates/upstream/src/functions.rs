@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use meridian_config::Config;
+use meridian_config::{Config, ConfigHandle};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
@@ -113,15 +113,17 @@ fn worst(a: Volatility, b: Volatility) -> Volatility {
     }
 }
 
-/// Spawns the loader; it reloads every `routing.function_refresh_s` seconds or when asked.
+/// Spawns the loader; it reloads every `routing.function_refresh_s` seconds or when asked
+/// (both the interval and the monitor credentials are read anew each round).
 pub fn spawn_loader(
-    config: Arc<Config>,
+    config: ConfigHandle,
     topology: TopologyHandle,
     catalog: Arc<FunctionCatalog>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let every = Duration::from_secs(config.routing.function_refresh_s);
         loop {
+            let config = config.load_full();
+            let every = Duration::from_secs(config.routing.function_refresh_s);
             let mut missing = false;
             for db in catalog.wanted() {
                 match load(&config, &topology, &db).await {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian_config::Config;
+use meridian_config::{Config, ConfigHandle};
 use tokio_postgres::Client;
 use tracing::{debug, info, warn};
 
@@ -31,77 +31,161 @@ struct Probe {
 /// Builds the initial (all unknown) topology from the configuration.
 pub fn initial_topology(config: &Config) -> Topology {
     Topology {
-        nodes: config
-            .nodes
-            .iter()
-            .map(|n| NodeState {
-                name: n.name.clone(),
-                host: n.host.clone(),
-                port: n.port,
-                region: n.region.clone(),
-                role: Role::Unknown,
-                healthy: false,
-                lsn: Lsn::ZERO,
-                receive_lsn: Lsn::ZERO,
-                lag_bytes: 0,
-                lag_ms: 0,
-                rtt_us: 0,
-                last_ok: None,
-                fenced: false,
-            })
-            .collect(),
+        nodes: config.nodes.iter().map(unknown_node).collect(),
         primary: None,
         generation: 0,
         writes_held: false,
     }
 }
 
-/// Starts the monitor tasks; they run until the returned handle's tasks are aborted
-/// (dropping the `MonitorTasks` aborts them).
+/// A configured node not checked yet.
+pub fn unknown_node(n: &meridian_config::NodeConfig) -> NodeState {
+    NodeState {
+        name: n.name.clone(),
+        host: n.host.clone(),
+        port: n.port,
+        region: n.region.clone(),
+        role: Role::Unknown,
+        healthy: false,
+        lsn: Lsn::ZERO,
+        receive_lsn: Lsn::ZERO,
+        lag_bytes: 0,
+        lag_ms: 0,
+        rtt_us: 0,
+        last_ok: None,
+        fenced: false,
+        removed: false,
+    }
+}
+
+/// Starts the monitor tasks (a health loop and a replay poller per node in the topology); they
+/// run until the returned handle is dropped. After a reload changes the topology's node list,
+/// `MonitorTasks::sync` starts, stops or restarts the tasks to match.
 pub fn spawn(
-    config: Arc<Config>,
+    config: ConfigHandle,
     topology: TopologyHandle,
     tracker: Arc<ReplayTracker>,
 ) -> MonitorTasks {
-    let probes: Arc<Mutex<Vec<Option<Probe>>>> =
-        Arc::new(Mutex::new(vec![None; config.nodes.len()]));
-    let mut tasks = Vec::new();
-    for index in 0..config.nodes.len() {
-        let config = config.clone();
-        let topology = topology.clone();
-        let probes = probes.clone();
-        let tracker = tracker.clone();
-        tasks.push(tokio::spawn(async move {
-            node_loop(index, config, topology, probes, tracker).await;
-        }));
+    let tasks = MonitorTasks {
+        config,
+        topology,
+        tracker,
+        probes: Arc::new(Mutex::new(Vec::new())),
+        slots: Mutex::new(Vec::new()),
+    };
+    tasks.sync();
+    tasks
+}
+
+/// The tasks watching one node slot, and the address they watch.
+struct Slot {
+    addr: (String, u16),
+    health: tokio::task::JoinHandle<()>,
+    replay: tokio::task::JoinHandle<()>,
+}
+
+impl Slot {
+    fn abort(&self) {
+        self.health.abort();
+        self.replay.abort();
     }
-    tasks.extend(crate::replay::spawn_pollers(config, topology, tracker));
-    MonitorTasks { tasks }
 }
 
 /// Owns the monitor tasks; dropping it stops them.
 pub struct MonitorTasks {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    config: ConfigHandle,
+    topology: TopologyHandle,
+    tracker: Arc<ReplayTracker>,
+    probes: Arc<Mutex<Vec<Option<Probe>>>>,
+    slots: Mutex<Vec<Option<Slot>>>,
 }
 
-impl Drop for MonitorTasks {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+impl MonitorTasks {
+    /// Matches the tasks to the topology: a node without tasks (added by a reload) gets them, a
+    /// removed node loses them (and is published as unhealthy), a node whose address changed
+    /// is watched afresh.
+    pub fn sync(&self) {
+        let topo = self.topology.load_full();
+        let mut slots = lock(&self.slots);
+        let mut probes = lock(&self.probes);
+        if probes.len() < topo.nodes.len() {
+            probes.resize(topo.nodes.len(), None);
+        }
+        if slots.len() < topo.nodes.len() {
+            slots.resize_with(topo.nodes.len(), || None);
+        }
+        let mut dropped = false;
+        for (index, node) in topo.nodes.iter().enumerate() {
+            let addr = (node.host.clone(), node.port);
+            let keep = !node.removed
+                && slots[index]
+                    .as_ref()
+                    .is_some_and(|s| s.addr == addr && !s.health.is_finished());
+            if keep {
+                continue;
+            }
+            if let Some(old) = slots[index].take() {
+                old.abort();
+                probes[index] = None;
+                self.tracker.reset(index);
+                dropped = true;
+            }
+            if node.removed {
+                continue;
+            }
+            let health = {
+                let (config, topology) = (self.config.clone(), self.topology.clone());
+                let (probes, tracker) = (self.probes.clone(), self.tracker.clone());
+                tokio::spawn(async move {
+                    node_loop(index, config, topology, probes, tracker).await;
+                })
+            };
+            let replay = crate::replay::spawn_poller(
+                index,
+                self.config.clone(),
+                self.topology.clone(),
+                self.tracker.clone(),
+            );
+            slots[index] = Some(Slot {
+                addr,
+                health,
+                replay,
+            });
+        }
+        if dropped {
+            self.topology.update(|prev| build(prev, &probes));
         }
     }
 }
 
+impl Drop for MonitorTasks {
+    fn drop(&mut self) {
+        for s in lock(&self.slots).iter().flatten() {
+            s.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The monitor credentials a connection was opened with; a reload that changes them makes the
+/// health loop reconnect.
+fn credentials(config: &Config) -> (String, Option<String>, String) {
+    let m = &config.monitor;
+    (m.user.clone(), m.password.clone(), m.database.clone())
+}
+
 async fn node_loop(
     index: usize,
-    config: Arc<Config>,
+    config: ConfigHandle,
     topology: TopologyHandle,
     probes: Arc<Mutex<Vec<Option<Probe>>>>,
     tracker: Arc<ReplayTracker>,
 ) {
-    let interval = Duration::from_millis(config.failover.check_interval_ms);
-    let timeout = Duration::from_millis(config.monitor.timeout_ms);
     let mut client: Option<Client> = None;
+    let mut client_creds = None;
     let mut smoothed_rtt: Option<Duration> = None;
     // A node is declared down only after `failure_threshold` consecutive failed checks; until
     // then its last good probe stands.
@@ -111,8 +195,21 @@ async fn node_loop(
     let mut down = false;
     let mut successes: u32 = 0;
     loop {
+        // Intervals, thresholds and credentials are read each round so that a reload applies.
+        let config = config.load_full();
+        let interval = Duration::from_millis(config.failover.check_interval_ms);
+        let timeout = Duration::from_millis(config.monitor.timeout_ms);
+        let creds = credentials(&config);
+        if client_creds.as_ref() != Some(&creds) {
+            client = None;
+            client_creds = Some(creds);
+        }
+        let (name, host, port) = match topology.load().nodes.get(index) {
+            Some(n) if !n.removed => (n.name.clone(), n.host.clone(), n.port),
+            _ => return,
+        };
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, check(index, &config, &mut client)).await;
+        let result = tokio::time::timeout(timeout, check(&host, port, &config, &mut client)).await;
         let probe = match result {
             Ok(Ok(mut p)) => {
                 let rtt = match smoothed_rtt {
@@ -133,7 +230,7 @@ async fn node_loop(
                 }
             }
             Ok(Err(e)) => {
-                debug!(node = %config.nodes[index].name, error = %e, "health check failed");
+                debug!(node = %name, error = %e, "health check failed");
                 client = None;
                 failures += 1;
                 successes = 0;
@@ -141,7 +238,7 @@ async fn node_loop(
                 last_good.filter(|_| !down)
             }
             Err(_) => {
-                debug!(node = %config.nodes[index].name, "health check timed out");
+                debug!(node = %name, "health check timed out");
                 client = None;
                 failures += 1;
                 successes = 0;
@@ -150,11 +247,10 @@ async fn node_loop(
             }
         };
         {
-            let mut all = match probes.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            all[index] = probe;
+            let mut all = lock(&probes);
+            if let Some(slot) = all.get_mut(index) {
+                *slot = probe;
+            }
             topology.update(|prev| {
                 let next = build(prev, &all);
                 log_changes(prev, &next);
@@ -167,21 +263,21 @@ async fn node_loop(
 }
 
 async fn check(
-    index: usize,
+    host: &str,
+    port: u16,
     config: &Config,
     client: &mut Option<Client>,
 ) -> Result<Probe, String> {
     if client.is_none() {
-        let node = &config.nodes[index];
         let mut pg = tokio_postgres::Config::new();
-        pg.host(&node.host)
-            .port(node.port)
+        pg.host(host)
+            .port(port)
             .user(&config.monitor.user)
             .password(config.monitor.password.as_deref().unwrap_or_default())
             .dbname(&config.monitor.database)
             .application_name("meridian-monitor")
             .connect_timeout(Duration::from_millis(config.monitor.timeout_ms));
-        let tls = crate::NodeTls::for_host(config, &node.host, node.port)
+        let tls = crate::NodeTls::for_host(config, host, port)
             .map_err(|e| e.to_string())?
             .configure(&mut pg);
         let (c, connection) = pg.connect(tls).await.map_err(|e| e.to_string())?;
@@ -220,6 +316,8 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
     let mut nodes = previous.nodes.clone();
     for (node, probe) in nodes.iter_mut().zip(probes) {
         match probe {
+            // A removed node's last probe may race its task being stopped: it stays down.
+            Some(_) if node.removed => node.healthy = false,
             Some(p) => {
                 node.healthy = true;
                 node.role = if p.in_recovery {
@@ -238,9 +336,11 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
     // Keep the current primary while it stays healthy and writable; otherwise take the first
     // healthy writable node in configuration order.
     // Fenced nodes never become primary again on their own.
-    let keeps = previous
-        .primary
-        .filter(|&i| nodes[i].healthy && nodes[i].role == Role::Primary && !nodes[i].fenced);
+    let keeps = previous.primary.filter(|&i| {
+        nodes
+            .get(i)
+            .is_some_and(|n| n.healthy && n.role == Role::Primary && !n.fenced)
+    });
     let primary = keeps.or_else(|| {
         nodes
             .iter()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_config::Config;
+use meridian_config::ConfigHandle;
 use tokio::sync::{watch, Notify};
 use tracing::debug;
 
@@ -88,25 +88,19 @@ impl ReplayTracker {
     }
 }
 
-/// Starts one poller per node; they sleep while nobody waits.
-pub fn spawn_pollers(
-    config: Arc<Config>,
+/// Starts the poller of node slot `node`; it sleeps while nobody waits.
+pub fn spawn_poller(
+    node: usize,
+    config: ConfigHandle,
     topology: TopologyHandle,
     tracker: Arc<ReplayTracker>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..config.nodes.len())
-        .map(|node| {
-            let config = config.clone();
-            let topology = topology.clone();
-            let tracker = tracker.clone();
-            tokio::spawn(async move { poll_node(node, config, topology, tracker).await })
-        })
-        .collect()
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { poll_node(node, config, topology, tracker).await })
 }
 
 async fn poll_node(
     node: usize,
-    config: Arc<Config>,
+    config: ConfigHandle,
     topology: TopologyHandle,
     tracker: Arc<ReplayTracker>,
 ) {
@@ -123,9 +117,10 @@ async fn poll_node(
             track.wake.notified().await;
             continue;
         }
+        let config = config.load_full();
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let topo = topology.load();
-            let Some(n) = topo.nodes.get(node) else {
+            let Some(n) = topo.nodes.get(node).filter(|n| !n.removed) else {
                 return;
             };
             let mut pg = tokio_postgres::Config::new();

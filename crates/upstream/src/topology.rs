@@ -62,6 +62,10 @@ pub struct NodeState {
     /// Fenced: a former primary on a divergent timeline (or a second node claiming to be
     /// primary). It gets no traffic until an operator rejoins it and unfences it.
     pub fenced: bool,
+    /// Removed from the configuration by a reload: no health checks, no new traffic. Its slot
+    /// (index) stays so that indices held by sessions stay valid; a later reload that names the
+    /// node again reuses it.
+    pub removed: bool,
 }
 
 impl NodeState {
@@ -93,6 +97,11 @@ impl Topology {
     /// The node writes may go to right now (none while held).
     pub fn writable(&self) -> Option<usize> {
         self.primary.filter(|_| !self.writes_held)
+    }
+
+    /// The index of the configured (not removed) node called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name && !n.removed)
     }
 }
 

@@ -188,7 +188,7 @@ impl Session {
     fn maybe_probe(&mut self, node: usize, leaves_idle: bool, copy_in: bool) {
         if !leaves_idle
             || self.consistency == Consistency::Eventual
-            || self.state.config.routing.passthrough
+            || self.state.live.load().routing.passthrough
             || self.state.topology.load().primary != Some(node)
         {
             return;
@@ -582,6 +582,7 @@ impl Session {
             Ok(t) => t,
             Err(e) => return Switched::Failed(e),
         };
+        self.grow_slots(target);
         if self.active != Some(target) || self.backends[target].is_none() {
             if !self.owners.is_empty() || !self.to_backend.is_empty() {
                 return Switched::Stall;
@@ -617,7 +618,7 @@ impl Session {
                     matches!(e, UpstreamError::Io { .. } | UpstreamError::Timeout { .. });
                 if unreachable && primary == Some(target) {
                     let hold = std::time::Duration::from_millis(
-                        self.state.config.failover.hold_timeout_ms,
+                        self.state.live.load().failover.hold_timeout_ms,
                     );
                     let next = self
                         .state
@@ -686,12 +687,12 @@ pub(super) fn classify_with(
     shape: &mut String,
     sql: &str,
 ) -> Arc<Classification> {
-    if state.config.routing.passthrough {
+    if state.live.load().routing.passthrough {
         return state.passthrough.clone();
     }
     state
         .cache
-        .get_or_classify_shape(sql, &state.overrides, shape)
+        .get_or_classify_shape(sql, &state.overrides.load(), shape)
 }
 
 /// The write-position probe sent behind requests on the primary.

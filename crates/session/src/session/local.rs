@@ -64,7 +64,7 @@ impl Session {
         match name {
             "meridian.consistency" => {
                 self.consistency = match value {
-                    None => self.state.config.consistency.mode,
+                    None => self.state.live.load().consistency.mode,
                     Some(v) => v.parse().map_err(|_| {
                         (
                             "22023",

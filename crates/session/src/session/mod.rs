@@ -163,11 +163,12 @@ impl Session {
             }
         };
         let cancel = state.cancels.register();
-        let nodes = state.config.nodes.len();
-        let max_message = state.config.proxy.max_message_bytes;
+        // Node slots only grow (reloads append nodes); `grow_slots` adds backend slots as needed.
+        let nodes = state.topology.load().nodes.len();
+        let max_message = state.live.load().proxy.max_message_bytes;
         state.functions.register(&auth.database);
         let (crd, cwr) = stream.into_split();
-        let consistency = state.config.consistency.mode;
+        let consistency = state.live.load().consistency.mode;
         let mut session = Session {
             state,
             auth,
@@ -283,7 +284,8 @@ impl Session {
         if busy {
             return None;
         }
-        let p = &self.state.config.proxy;
+        let cfg = self.state.live.load();
+        let p = &cfg.proxy;
         let (ms, code, message) = if self.tx_status == b'I' && !self.broken {
             (
                 p.client_idle_timeout_ms,
@@ -444,6 +446,7 @@ impl Session {
     }
 
     async fn ensure_backend(&mut self, node: usize) -> Result<(), UpstreamError> {
+        self.grow_slots(node);
         if self.backends[node].is_some() {
             return Ok(());
         }
@@ -455,19 +458,19 @@ impl Session {
             .state
             .users
             .get(&self.auth.user)
-            .map(|u| u.password.as_str())
+            .map(|u| u.password.clone())
             .unwrap_or_default();
         let params = ConnectParams {
             node,
             host: &n.host,
             port: n.port,
             user: &self.auth.user,
-            password,
+            password: &password,
             database: &self.auth.database,
             extra: &self.auth.params,
             tls: self.state.upstream_tls.for_host(&n.host, n.port),
             max_message_bytes: self.max_message,
-            timeout: Duration::from_millis(self.state.config.proxy.connect_timeout_ms),
+            timeout: Duration::from_millis(self.state.live.load().proxy.connect_timeout_ms),
         };
         let conn = meridian_upstream::connect(&params).await?;
         debug!(node = %n.name, pid = conn.pid, "server connection opened");
@@ -482,7 +485,7 @@ impl Session {
         if let Some(p) = self.state.topology.load().writable() {
             return Ok(p);
         }
-        let timeout = Duration::from_millis(self.state.config.failover.hold_timeout_ms);
+        let timeout = Duration::from_millis(self.state.live.load().failover.hold_timeout_ms);
         self.state
             .topology
             .wait_for(timeout, |t| t.writable().is_some())
@@ -575,13 +578,14 @@ impl Session {
 }
 
 /// Holds one of a user's `max_connections` slots.
-struct UserGuard(Arc<ProxyState>, String);
+/// (The count is the user's own, kept across reloads, so the guard holds it directly.)
+struct UserGuard(Arc<std::sync::atomic::AtomicUsize>);
 
 impl UserGuard {
     fn new(state: &Arc<ProxyState>, user: &str) -> Option<Self> {
         let u = state.users.get(user)?;
         let n = u.sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-        let guard = UserGuard(state.clone(), user.to_string());
+        let guard = UserGuard(u.sessions.clone());
         match u.max_connections {
             Some(max) if n > max => None,
             _ => Some(guard),
@@ -591,9 +595,7 @@ impl UserGuard {
 
 impl Drop for UserGuard {
     fn drop(&mut self) {
-        if let Some(u) = self.0.users.get(&self.1) {
-            u.sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -120,6 +120,14 @@ impl Session {
         want_of(&self.state, &self.auth.database, class, &prepared)
     }
 
+    /// Makes sure `node` has a backend slot: a reload may have added nodes since the session
+    /// started (node indices only grow).
+    pub(super) fn grow_slots(&mut self, node: usize) {
+        if self.backends.len() <= node {
+            self.backends.resize_with(node + 1, || None);
+        }
+    }
+
     /// Resolves a need to a node index, with the reason for logs.
     pub(super) async fn resolve(
         &mut self,
@@ -161,7 +169,7 @@ impl Session {
             ),
         };
         let topo = state.topology.load();
-        let cfg = &state.config;
+        let cfg = state.live.load();
         let replay = &state.replay;
         let choose = |min: Lsn| {
             state
