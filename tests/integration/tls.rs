@@ -637,3 +637,143 @@ async fn verify_full_refuses_a_certificate_for_another_name() {
         .expect_err("unknown CA refused");
     assert_eq!(err.sqlstate(), "08001", "{err}");
 }
+
+#[test]
+fn check_config_loads_the_tls_files_and_names_the_key() {
+    let pki = Pki::new("Meridian test CA");
+    let leaf = pki.leaf("meridian", &["localhost"]);
+    let other = pki.leaf("other", &["localhost"]);
+    let garbage = pki.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let base = "[[users]]\nname = \"app\"\npassword = \"x\"\n\n[monitor]\nuser = \"postgres\"\n\
+                password = \"x\"\n\n[[nodes]]\nname = \"pg1\"\nhost = \"127.0.0.1\"\n";
+    let check = |tls: String| {
+        let path = pki.dir.path().join("meridian.toml");
+        std::fs::write(&path, format!("{base}\n{tls}")).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nrequire_client_tls = true\n\
+         [tls.upstream]\nsslmode = \"verify-full\"\nca_file = \"{}\"\n",
+        leaf.cert.display(),
+        leaf.key.display(),
+        pki.ca_file().display()
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let cases = [
+        (
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                garbage.display(),
+                leaf.key.display()
+            ),
+            "tls.cert",
+        ),
+        (
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                leaf.cert.display(),
+                garbage.display()
+            ),
+            "tls.key",
+        ),
+        // A key that belongs to another certificate.
+        (
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                leaf.cert.display(),
+                other.key.display()
+            ),
+            "tls.key",
+        ),
+        (
+            format!(
+                "[tls.upstream]\nsslmode = \"verify-ca\"\nca_file = \"{}\"\n",
+                garbage.display()
+            ),
+            "tls.upstream.ca_file",
+        ),
+    ];
+    for (tls, key) in cases {
+        let (code, err) = check(tls.clone());
+        assert_eq!(code, Some(2), "{tls} should be refused");
+        assert!(
+            err.contains(key),
+            "error for {tls:?} should name {key}: {err}"
+        );
+    }
+}
+
+/// PEM to DER for the first certificate in `pem`.
+fn der_of(pem: &str) -> Vec<u8> {
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("pem")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_reply_to_a_client_that_reads_late_arrives_whole_over_tls() {
+    let pki = Pki::new("Meridian test CA");
+    let leaf = pki.leaf("meridian", &["localhost", "127.0.0.1"]);
+    let env = Env::start_with(1, |c| client_tls(c, &leaf, false)).await;
+    let (mut tls, mut buf, mechanisms) = tls_startup(&env, &pki.ca_pem).await;
+    assert_eq!(mechanisms[0], "SCRAM-SHA-256-PLUS");
+    // A full SCRAM-SHA-256-PLUS login with the real certificate's hash.
+    let binding = meridian_wire::auth::tls_server_end_point(&der_of(&leaf.cert_pem)).expect("hash");
+    let mut client = ScramClient::with_binding(
+        creds::APP_PASSWORD,
+        ClientBinding::TlsServerEndPoint(binding),
+    );
+    let mut out = BytesMut::new();
+    messages::sasl_initial_response(&mut out, "SCRAM-SHA-256-PLUS", &client.initial());
+    tls.write_all(&out).await.expect("send");
+    loop {
+        let (tag, f) = read_frame(&mut tls, &mut buf).await;
+        match tag {
+            backend::AUTHENTICATION => match parse::auth_request(frame::body(&f)).expect("auth") {
+                parse::AuthRequest::SaslContinue(d) => {
+                    let reply = client.update(d).expect("client final");
+                    out.clear();
+                    messages::sasl_response(&mut out, &reply);
+                    tls.write_all(&out).await.expect("send");
+                }
+                parse::AuthRequest::SaslFinal(d) => client.finish(d).expect("server signature"),
+                parse::AuthRequest::Ok => {}
+                other => panic!("unexpected {other:?}"),
+            },
+            backend::ERROR_RESPONSE => panic!("login failed: {:?}", error_of(tag, &f)),
+            backend::READY_FOR_QUERY => break,
+            _ => {}
+        }
+    }
+    // About 20 MB of rows: far more than the socket buffers hold while the client sleeps, so
+    // Meridian's TLS writes stall half-way and must resume when the client reads again.
+    out.clear();
+    messages::query(
+        &mut out,
+        "SELECT repeat('x', 1000) FROM generate_series(1, 20000)",
+    );
+    tls.write_all(&out).await.expect("query");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rows = 0;
+    loop {
+        let (tag, f) = read_frame(&mut tls, &mut buf).await;
+        match tag {
+            backend::DATA_ROW => rows += 1,
+            backend::ERROR_RESPONSE => panic!("query failed: {:?}", error_of(tag, &f)),
+            backend::READY_FOR_QUERY => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 20000);
+}

@@ -323,3 +323,91 @@ impl AsyncWrite for WriteThrough {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpSocket;
+
+    use super::Stream;
+
+    /// A TLS server stream (Meridian's side) and a rustls client stream over loopback sockets
+    /// with small kernel buffers, so that a few hundred KiB fill them.
+    async fn pair() -> (
+        Stream,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = CertificateDer::from(params.self_signed(&key).unwrap().der().to_vec());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        // Accepted sockets inherit the listener's buffer sizes.
+        let listen = TcpSocket::new_v4().unwrap();
+        listen.set_send_buffer_size(4096).unwrap();
+        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listen.listen(4).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let (client_tcp, accepted) = tokio::join!(socket.connect(addr), listener.accept());
+        let mut server = Stream::Plain(accepted.unwrap().0);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let name = ServerName::try_from("localhost").unwrap();
+        let (accepted, client) = tokio::join!(
+            server.accept_tls(&acceptor),
+            connector.connect(name, client_tcp.unwrap())
+        );
+        accepted.unwrap();
+        (server, client.unwrap())
+    }
+
+    /// A write that completed has put its TLS records on the socket: a caller that wrote
+    /// everything and then only waits (as the session loop does when it has nothing more for
+    /// the client) never leaves the tail of a reply inside the TLS layer.
+    #[tokio::test]
+    async fn completed_writes_are_on_the_socket() {
+        let (server, mut client) = pair().await;
+        let (_rd, mut wr) = server.into_split();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&data).await.unwrap();
+            // Keep the connection open, without another write, a flush or a shutdown.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(wr);
+        });
+        // Let the buffers fill while nobody reads.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = vec![0u8; expected.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("every byte of a completed write arrives")
+            .unwrap();
+        assert!(got == expected);
+        writer.abort();
+    }
+}
