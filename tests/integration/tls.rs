@@ -777,3 +777,83 @@ async fn a_big_reply_to_a_client_that_reads_late_arrives_whole_over_tls() {
     }
     assert_eq!(rows, 20000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_upstream_sslmode_for_new_server_connections() {
+    let pki = Pki::new("Meridian test CA");
+    let cluster = ssl_cluster(&pki).await;
+    let path = pki.dir.path().join("meridian.toml");
+    let nodes: Vec<(String, u16)> = cluster.nodes().map(|n| (n.name.clone(), n.port)).collect();
+    let write = |sslmode: &str, ca: &str| {
+        let mut text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+             [monitor]\nuser = \"{}\"\npassword = \"{}\"\n\n[tls.upstream]\nsslmode = \"{sslmode}\"\n\
+             ca_file = \"{ca}\"\n",
+            creds::APP_USER,
+            creds::APP_PASSWORD,
+            creds::SUPERUSER,
+            creds::SUPERUSER_PASSWORD,
+        );
+        for (name, port) in &nodes {
+            text.push_str(&format!(
+                "\n[[nodes]]\nname = \"{name}\"\nhost = \"localhost\"\nport = {port}\n"
+            ));
+        }
+        std::fs::write(&path, text).expect("write config");
+    };
+    let ca = pki.ca_file().display().to_string();
+    write("disable", &ca);
+    let config = Config::load(&path).expect("config loads");
+    let proxy = meridian::start_from(config, Some(path.clone()))
+        .await
+        .expect("proxy starts");
+    proxy
+        .topology
+        .wait_for(Duration::from_secs(20), |t| t.primary.is_some())
+        .await
+        .primary
+        .expect("primary discovered");
+    let env = Env { proxy, cluster };
+
+    // Plaintext: the server's hostssl-only rule for the app role refuses it.
+    let err = env
+        .try_connect(creds::APP_USER, creds::APP_PASSWORD)
+        .await
+        .err()
+        .expect("refused without TLS");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+
+    // A CA file that does not parse refuses the reload and changes nothing.
+    let garbage = pki.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    write("verify-full", &garbage.display().to_string());
+    let refused = env.proxy.reload().expect_err("bad CA file refused");
+    assert!(
+        refused
+            .errors
+            .iter()
+            .any(|e| e.contains("tls.upstream.ca_file")),
+        "{refused:?}"
+    );
+    assert!(env
+        .try_connect(creds::APP_USER, creds::APP_PASSWORD)
+        .await
+        .is_err());
+
+    // verify-full with the right CA: new sessions' server connections use TLS.
+    write("verify-full", &ca);
+    let report = env.proxy.reload().expect("reload applies");
+    assert!(
+        report.changed.iter().any(|k| k.starts_with("tls.upstream")),
+        "{report:?}"
+    );
+    let client = env.connect().await;
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query through meridian");
+    assert!(row.get::<_, bool>(0));
+}

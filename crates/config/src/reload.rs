@@ -70,6 +70,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "routing.read_only_functions",
     "routing.write_functions",
     "routing.function_refresh_s",
+    "tls.upstream",
     "consistency",
     "failover",
 ];

@@ -122,7 +122,16 @@ pub fn apply(
         .map_err(|e| refused(format!("users: {e}")))?;
     let lists_changed = running.routing.read_only_functions != next.routing.read_only_functions
         || running.routing.write_functions != next.routing.write_functions;
+    // Server connections opened from now on follow the new TLS settings; a CA file that does
+    // not parse refuses the reload. Client-side TLS (certificate, key) needs a restart.
+    let upstream_tls =
+        meridian_upstream::UpstreamTls::from_config(&next).map_err(|e| refused(e.to_string()))?;
+    next.tls.cert.clone_from(&running.tls.cert);
+    next.tls.key.clone_from(&running.tls.key);
+    next.tls.require_client_tls = running.tls.require_client_tls;
+    next.tls.min_protocol_version = running.tls.min_protocol_version;
     let nodes = next.nodes.clone();
+    state.upstream_tls.store(Arc::new(upstream_tls));
     state.live.store(next);
     if lists_changed {
         state.reload_function_lists(&state.live.load());

@@ -54,8 +54,9 @@ pub struct ProxyState {
     /// TLS towards clients (`[tls] cert`/`key`), if configured; set by
     /// [`with_tls`](ProxyState::with_tls).
     pub client_tls: Option<Arc<crate::tls::ClientTls>>,
-    /// TLS towards the nodes; set by [`with_tls`](ProxyState::with_tls).
-    pub upstream_tls: meridian_upstream::UpstreamTls,
+    /// TLS towards the nodes; set by [`with_tls`](ProxyState::with_tls) and replaced by
+    /// reloads (`[tls.upstream]`, `nodes[].sslmode`, `nodes[].ssl_ca_file`).
+    pub upstream_tls: ArcSwap<meridian_upstream::UpstreamTls>,
     /// Statement classifications by SQL text.
     pub cache: ClassifyCache,
     /// `routing.read_only_functions` / `routing.write_functions` (swapped by reloads).
@@ -88,7 +89,8 @@ impl ProxyState {
     pub fn with_tls(mut self) -> Result<Self, crate::SessionError> {
         let config = self.config.clone();
         self.client_tls = crate::tls::ClientTls::from_config(&config.tls)?.map(Arc::new);
-        self.upstream_tls = meridian_upstream::UpstreamTls::from_config(&config)?;
+        self.upstream_tls =
+            ArcSwap::from_pointee(meridian_upstream::UpstreamTls::from_config(&config)?);
         Ok(self)
     }
 }
@@ -141,7 +143,7 @@ impl ProxyState {
             topology,
             cancels: Arc::new(CancelRegistry::default()),
             client_tls: None,
-            upstream_tls: meridian_upstream::UpstreamTls::default(),
+            upstream_tls: ArcSwap::from_pointee(meridian_upstream::UpstreamTls::default()),
         })
     }
 }

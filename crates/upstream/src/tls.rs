@@ -234,12 +234,13 @@ impl UpstreamTls {
         })
     }
 
-    /// The setting for the node at `host:port`.
-    pub fn for_host(&self, host: &str, port: u16) -> &NodeTls {
+    /// The setting for the node at `host:port` (a cheap clone).
+    pub fn for_host(&self, host: &str, port: u16) -> NodeTls {
         self.nodes
             .iter()
             .find(|(h, p, _)| h == host && *p == port)
             .map_or(&self.default, |(_, _, t)| t)
+            .clone()
     }
 }
 

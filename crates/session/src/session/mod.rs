@@ -468,7 +468,7 @@ impl Session {
             password: &password,
             database: &self.auth.database,
             extra: &self.auth.params,
-            tls: self.state.upstream_tls.for_host(&n.host, n.port),
+            tls: &self.state.upstream_tls.load().for_host(&n.host, n.port),
             max_message_bytes: self.max_message,
             timeout: Duration::from_millis(self.state.live.load().proxy.connect_timeout_ms),
         };
