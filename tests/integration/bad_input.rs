@@ -183,3 +183,42 @@ async fn silent_clients_are_dropped_after_the_startup_timeout() {
     let (_, codes) = read_until_close(&mut s).await;
     assert_eq!(codes, ["08006"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lengths_of_zero_three_and_two_to_the_31st_and_truncated_frames() {
+    let env = Env::start_with(0, |c| c.proxy.max_message_bytes = 1024 * 1024).await;
+    let keeper = env.connect().await;
+    let addr = env.addr();
+
+    // Startup packets announcing 0 and 3 bytes.
+    assert_eq!(send_startup_bytes(addr, &[0, 0, 0, 0]).await, ["08P01"]);
+    assert_eq!(send_startup_bytes(addr, &[0, 0, 0, 3]).await, ["08P01"]);
+    // A truncated startup packet, then the client closes: a clean close.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[0, 0, 0, 40, 0, 3, 0]).await.expect("write");
+    s.shutdown().await.expect("shutdown");
+    assert!(read_until_close(&mut s).await.1.is_empty());
+
+    // After startup: message lengths 0, 3 and 2^31-1.
+    for len in [0u32, 3, 0x7fff_ffff] {
+        let (mut s, _) = raw_login(addr).await;
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&len.to_be_bytes());
+        s.write_all(&m).await.expect("write");
+        assert_eq!(read_until_close(&mut s).await.1, ["08P01"], "length {len}");
+    }
+    // A truncated frame (100 bytes announced, 10 sent), then the client closes.
+    let (mut s, _) = raw_login(addr).await;
+    let mut m = vec![b'Q', 0, 0, 0, 100];
+    m.extend_from_slice(b"SELECT 1;-");
+    s.write_all(&m).await.expect("write");
+    s.shutdown().await.expect("shutdown");
+    let (_, codes) = read_until_close(&mut s).await;
+    assert!(codes.is_empty(), "{codes:?}");
+
+    let row = keeper
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("keeper unaffected");
+    assert_eq!(row.get::<_, i32>(0), 1);
+}

@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod barrage;
 mod cli;
 mod clients;
 mod consistency;

@@ -147,6 +147,9 @@ async fn api_reload_applies_users_nodes_lists_and_limits_without_dropping_sessio
         "CREATE FUNCTION port_of() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT inet_server_port()';\
          CREATE ROLE newbie LOGIN PASSWORD 'newbie-secret'",
     );
+    // Replicas must have the function before reads of it may go there.
+    tokio::task::block_in_place(|| env.cluster.wait_replicas_caught_up(WAIT))
+        .expect("replicas catch up");
     let reader = env.connect().await;
     // A volatile function is a write until routing.read_only_functions says otherwise.
     assert_eq!(port_of(&reader, "SELECT port_of()").await, primary_port);

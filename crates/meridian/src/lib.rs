@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 pub mod demo;
 pub mod logging;
+mod memory;
 pub mod reload;
 
 /// A running proxy. Dropping it stops the listener and the monitor.
@@ -33,6 +34,7 @@ pub struct Running {
     /// The session threads; dropped (closing what is left) after the listener, when `Running` is.
     _workers: Arc<meridian_session::Workers>,
     catalog_task: tokio::task::JoinHandle<()>,
+    trim_task: tokio::task::JoinHandle<()>,
     _monitor: Arc<monitor::MonitorTasks>,
 }
 
@@ -90,6 +92,7 @@ impl Drop for Running {
         let _ = self.shutdown.send(true);
         self.listener_task.abort();
         self.catalog_task.abort();
+        self.trim_task.abort();
         self.ha_task.abort();
         if let Some(t) = &self.admin_task {
             t.abort();
@@ -148,6 +151,7 @@ pub async fn start_from(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = state.reloader.set(Arc::new(reloader));
     }
+    let trim_task = memory::spawn_trimmer(state.clone());
     let (shutdown, rx) = watch::channel(false);
     let (admin_addr, admin_task) = spawn_admin(admin_listener, &state, rx.clone())?;
     let workers = Arc::new(
@@ -173,6 +177,7 @@ pub async fn start_from(
         listener_task,
         _workers: workers,
         catalog_task,
+        trim_task,
         _monitor: monitor,
     })
 }

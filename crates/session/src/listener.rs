@@ -96,7 +96,9 @@ async fn handle_client(
     state: Arc<ProxyState>,
     counted: &mut ClientGuard<'_>,
 ) -> Result<(), SessionError> {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Nothing is allocated for a client that has sent nothing yet (the buffer grows with what
+    // arrives), so connections that never finish startup stay cheap.
+    let mut buf = BytesMut::new();
     let mut stream = Stream::Plain(stream);
     let timeout = Duration::from_millis(state.live.load().proxy.startup_timeout_ms);
     let outcome = match tokio::time::timeout(
@@ -122,7 +124,10 @@ async fn handle_client(
         Outcome::Cancelled => Ok(()),
         Outcome::Session(auth) => {
             counted.authenticated();
-            Session::start(state, stream, buf, auth).await
+            buf.reserve(8 * 1024);
+            // Boxed: the session's state is allocated only once the client has authenticated,
+            // not in every connection still in startup.
+            Box::pin(Session::start(state, stream, buf, auth)).await
         }
     }
 }
