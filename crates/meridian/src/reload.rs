@@ -116,16 +116,17 @@ pub fn apply(
     next.proxy.log_format = running.proxy.log_format;
     next.routing.cache_max_entries = running.routing.cache_max_entries;
     next.routing.cache_max_bytes = running.routing.cache_max_bytes;
-    // Users first: the only step that can fail (deriving SCRAM verifiers).
+    // Server connections opened from now on follow the new TLS settings; a CA file that does
+    // not parse refuses the reload. Client-side TLS (certificate, key) needs a restart.
+    let upstream_tls =
+        meridian_upstream::UpstreamTls::from_config(&next).map_err(|e| refused(e.to_string()))?;
+    // Users last of the steps that can fail (deriving SCRAM verifiers): they are swapped in
+    // here, so nothing that can refuse the reload may come after.
     state
         .reload_users(&next)
         .map_err(|e| refused(format!("users: {e}")))?;
     let lists_changed = running.routing.read_only_functions != next.routing.read_only_functions
         || running.routing.write_functions != next.routing.write_functions;
-    // Server connections opened from now on follow the new TLS settings; a CA file that does
-    // not parse refuses the reload. Client-side TLS (certificate, key) needs a restart.
-    let upstream_tls =
-        meridian_upstream::UpstreamTls::from_config(&next).map_err(|e| refused(e.to_string()))?;
     next.tls.cert.clone_from(&running.tls.cert);
     next.tls.key.clone_from(&running.tls.key);
     next.tls.require_client_tls = running.tls.require_client_tls;
