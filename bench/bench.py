@@ -7,15 +7,17 @@
    packaged services those packages start;
 2. starts a real cluster with `meridian demo` (a primary and 2 streaming replicas);
 3. starts PgBouncer (transaction pooling, primary only), Pgpool-II (streaming replication mode,
-   load balancing over all three nodes) and two Meridian instances (passthrough, and full routing
-   with session consistency), each on a free port in a temporary directory;
+   load balancing over all three nodes) and three Meridian instances (passthrough; full routing
+   with session consistency; the same with `pool_mode = "transaction"`), each on a free port in
+   a temporary directory;
 4. loads pgbench data (`pgbench -i`) once on the primary and waits for the replicas;
 5. runs the same pgbench workloads against every target and computes tps, mean latency and p99
    (from pgbench's per-transaction logs), plus each proxy's CPU per 10k transactions;
 6. measures Meridian's memory per idle authenticated client (and PgBouncer's, for comparison);
 7. writes a Markdown report to bench/results/<date>.md and prints it.
 
-`--smoke` is the quick variant `make test` can run: direct and Meridian (routing) only, plus
+`--smoke` is the quick variant `make test` can run: direct and Meridian (routing, in both pool
+modes) only, plus
 PgBouncer if it is already installed, two short workloads, a few idle connections, no installs
 of the other proxies, no report file. It exits non-zero only if a run against direct or
 Meridian fails; there are no performance thresholds anywhere.
@@ -57,14 +59,20 @@ SUPERUSER, SUPERUSER_PW = "postgres", "postgres-secret"
 APP_USER, APP_PW, APP_DB = "app", "app-secret", "app"
 MD5_USER, MD5_PW = "app_md5", "md5-secret"
 
-TARGET_ORDER = ["direct", "pgbouncer", "pgpool", "meridian-passthrough", "meridian-routing"]
+TARGET_ORDER = ["direct", "pgbouncer", "pgpool", "meridian-passthrough", "meridian-routing",
+                "meridian-txpool"]
 TARGET_TITLES = {
     "direct": "direct (primary)",
     "pgbouncer": "PgBouncer (transaction)",
     "pgpool": "Pgpool-II (load balance)",
     "meridian-passthrough": "Meridian passthrough",
     "meridian-routing": "Meridian routing (session)",
+    "meridian-txpool": "Meridian routing (transaction pool)",
 }
+
+# Transaction pool size of the meridian-txpool target (per node), as PgBouncer's
+# default_pool_size.
+TXPOOL_SIZE = 20
 
 # key, title, pgbench arguments, clients, fraction of --duration
 WORKLOADS = [
@@ -77,8 +85,13 @@ WORKLOADS = [
     ("select-1", "Select-only, simple protocol", ["-S", "-M", "simple"], 1, 1.0),
     ("select-connect", "Select-only, a new connection per transaction (`-C`)",
      ["-S", "-M", "simple", "-C"], 8, 0.5),
+    ("select-1000", "Select-only, prepared statements, 1,000 clients on pools of 20",
+     ["-S", "-M", "prepared"], 1000, 1.0),
 ]
-SMOKE_WORKLOADS = ["select-simple", "tpcb-simple"]
+# Workloads only some targets run: 1,000 clients are for the transaction poolers (direct, and
+# Meridian in session mode, would need 1,000 server connections).
+WORKLOAD_TARGETS = {"select-1000": ["pgbouncer", "meridian-txpool"]}
+SMOKE_WORKLOADS = ["select-simple", "select-prepared", "tpcb-simple"]
 SMOKE_CLIENTS = 4
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -753,7 +766,7 @@ def chown_tree(path: Path, user: str | None) -> None:
             os.chown(os.path.join(root, f), pw.pw_uid, pw.pw_gid)
 
 
-def meridian_config(cluster: Cluster, port: int, passthrough: bool) -> str:
+def meridian_config(cluster: Cluster, port: int, passthrough: bool, txpool: bool = False) -> str:
     text = f"""\
 [proxy]
 listen = "127.0.0.1:{port}"
@@ -787,6 +800,8 @@ region = "local"
         text += "\n[routing]\npassthrough = true\n"
     else:
         text += '\n[consistency]\nmode = "session"\n'
+    if txpool:
+        text += f'\n[pool]\npool_mode = "transaction"\npool_size = {TXPOOL_SIZE}\n'
     return text
 
 
@@ -797,7 +812,7 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     d.mkdir()
     port = free_port()
     conf = d / "meridian.toml"
-    conf.write_text(meridian_config(cluster, port, passthrough))
+    conf.write_text(meridian_config(cluster, port, passthrough, key == "meridian-txpool"))
     check = subprocess.run([str(meridian), "check-config", str(conf)], capture_output=True,
                            text=True, timeout=30)
     if check.returncode != 0:
@@ -820,6 +835,9 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     note = ("`[routing] passthrough = true`: every statement to the primary, unclassified"
             if passthrough else
             "default routing (reads to replicas, round robin), `[consistency] mode = \"session\"`")
+    if key == "meridian-txpool":
+        note += (f", `[pool] pool_mode = \"transaction\"`, `pool_size = {TXPOOL_SIZE}` "
+                 "(per node: primary and each replica)")
     return Target(key, port, proc, note)
 
 
@@ -1107,7 +1125,7 @@ class Bench:
         # Targets.
         wanted = [t for t in TARGET_ORDER if not o.targets or t in o.targets]
         if smoke:
-            wanted = [t for t in wanted if t in ("direct", "meridian-routing")
+            wanted = [t for t in wanted if t in ("direct", "meridian-routing", "meridian-txpool")
                       or (t == "pgbouncer" and find_exe("pgbouncer"))]
         for key in wanted:
             if key == "direct":
@@ -1141,7 +1159,7 @@ class Bench:
             duration = max(1, int(round(o.duration * frac)))
             self.results[key] = {}
             for tkey in TARGET_ORDER:
-                if tkey not in self.targets:
+                if tkey not in self.targets or tkey not in WORKLOAD_TARGETS.get(key, [tkey]):
                     continue
                 target = self.targets[tkey]
                 if "-S" not in args:
@@ -1189,9 +1207,10 @@ class Bench:
             log(f"report written to {out}")
         if smoke:
             bad = [f"{w}/{t}: {r.reason}" for w, rs in self.results.items()
-                   for t, r in rs.items() if t in ("direct", "meridian-routing") and not r.ok]
+                   for t, r in rs.items()
+                   if t in ("direct", "meridian-routing", "meridian-txpool") and not r.ok]
             bad += [f"{t} did not start: {why}" for t, why in self.skipped.items()
-                    if t == "meridian-routing"]
+                    if t in ("meridian-routing", "meridian-txpool")]
             rss = self.rss.get("meridian-routing", {})
             if "error" in rss or rss.get("ok", idle_n) < idle_n:
                 bad.append(f"idle connections to meridian-routing: {rss}")
@@ -1299,7 +1318,7 @@ class Bench:
         L.append("")
         L.append("## Proxy logs")
         L.append("")
-        for key in ("meridian-passthrough", "meridian-routing"):
+        for key in ("meridian-passthrough", "meridian-routing", "meridian-txpool"):
             t = self.targets.get(key)
             if not t or not t.proc:
                 continue

@@ -13,6 +13,7 @@ mod clients;
 mod consistency;
 mod failover;
 mod limits;
+mod pooling;
 mod protocol;
 mod reload;
 mod routing;

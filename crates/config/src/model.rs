@@ -30,6 +30,110 @@ pub struct Config {
     /// Health loop and automatic failover.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// Server connection pooling.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// How server connections are shared between client sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Each client session has its own server connections, opened lazily (a replica connection
+    /// only when a read goes there) and kept until the session ends.
+    #[default]
+    Session,
+    /// Server connections are shared: a session holds one only while a transaction (or a
+    /// statement outside a transaction) runs, then returns it to the pool.
+    Transaction,
+}
+
+impl PoolMode {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// `[pool]`: server connection pooling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// `session` (default) or `transaction`.
+    pub pool_mode: PoolMode,
+    /// In transaction mode: most server connections per node, user, database and startup
+    /// parameters (idle and in use together).
+    pub pool_size: usize,
+    /// In transaction mode: idle connections kept open per pool once it has been used.
+    pub min_idle: usize,
+    /// In transaction mode: an idle connection beyond `min_idle` is closed after this long.
+    /// Milliseconds, or a string such as `"500ms"`, `"30s"`, `"10m"`; 0 never closes.
+    pub idle_timeout: Millis,
+    /// In transaction mode: how long a statement waits for a server connection when the pool
+    /// is at `pool_size`, before it fails with 53300. Same units as `idle_timeout`.
+    pub checkout_timeout: Millis,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            pool_mode: PoolMode::Session,
+            pool_size: 20,
+            min_idle: 0,
+            idle_timeout: Millis(600_000),
+            checkout_timeout: Millis(10_000),
+        }
+    }
+}
+
+/// A duration in milliseconds, written in the file as an integer (milliseconds) or as a string
+/// with a unit: `ms`, `s`, `m` or `h` (e.g. `"500ms"`, `"30s"`, `"10m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// As a `Duration`.
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+
+    /// Parses `"500ms"`, `"30s"`, `"10m"`, `"1h"` or a bare number of milliseconds.
+    pub fn parse(text: &str) -> Option<Millis> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let factor = match unit.trim() {
+            "" | "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        n.checked_mul(factor).map(Millis)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Millis(n)),
+            Raw::Text(t) => Millis::parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {t:?}: use milliseconds (500) or a string such as \"500ms\", \"30s\", \"10m\""
+                ))
+            }),
+        }
+    }
 }
 
 /// `[failover]`: the health loop and what happens when the primary dies.
@@ -313,6 +417,12 @@ pub struct UserConfig {
     /// Most client sessions this user may have at once (53300 beyond); unlimited when absent.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// This user's `pool.pool_mode`, when it differs from the default.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+    /// This user's `pool.pool_size`, when it differs from the default.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
 }
 
 /// `[monitor]`: Meridian's own credentials for health and topology queries.

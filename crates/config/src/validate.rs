@@ -36,6 +36,23 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.pool.pool_size == 0 {
+            return Err(ConfigError::invalid("pool.pool_size", "must be at least 1"));
+        }
+        if self.pool.min_idle > self.pool.pool_size {
+            return Err(ConfigError::invalid(
+                "pool.min_idle",
+                "must not exceed pool.pool_size",
+            ));
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if user.pool_size == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("users[{i}].pool_size"),
+                    "must be at least 1",
+                ));
+            }
+        }
         if self.users.is_empty() {
             return Err(ConfigError::invalid(
                 "users",
@@ -259,6 +276,36 @@ port = 55432
         assert_eq!(c.monitor.database, "postgres");
         assert_eq!(c.users[0].password.as_deref(), Some("app-secret"));
         assert_eq!(c.nodes[0].region, "local");
+    }
+
+    #[test]
+    fn pool_section_with_durations() {
+        let text = format!(
+            "{GOOD}\n[pool]\npool_mode = \"transaction\"\npool_size = 5\nmin_idle = 2\nidle_timeout = \"10m\"\ncheckout_timeout = 250\n"
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.pool.pool_mode, crate::PoolMode::Transaction);
+        assert_eq!(c.pool.idle_timeout, crate::Millis(600_000));
+        assert_eq!(c.pool.checkout_timeout, crate::Millis(250));
+        let c = Config::from_toml(GOOD).expect("valid");
+        assert_eq!(c.pool.pool_mode, crate::PoolMode::Session);
+        assert_eq!(crate::Millis::parse("500ms"), Some(crate::Millis(500)));
+        assert_eq!(crate::Millis::parse("30s"), Some(crate::Millis(30_000)));
+        assert_eq!(crate::Millis::parse("30 parsecs"), None);
+        let e = err(&format!("{GOOD}\n[pool]\ncheckout_timeout = \"soon\"\n"));
+        assert!(
+            e.contains("checkout_timeout") && e.contains("invalid duration"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[pool]\npool_size = 0\n"));
+        assert!(e.starts_with("pool.pool_size"), "{e}");
+        let e = err(&format!("{GOOD}\n[pool]\npool_size = 2\nmin_idle = 3\n"));
+        assert!(e.starts_with("pool.min_idle"), "{e}");
+        let e = err(&GOOD.replace(
+            "password = \"app-secret\"",
+            "password = \"x\"\npool_size = 0",
+        ));
+        assert!(e.starts_with("users[0].pool_size"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.state.close_pools();
         self.listener_task.abort();
         self.catalog_task.abort();
         self.trim_task.abort();

@@ -4,6 +4,7 @@
 mod cancel;
 mod error;
 mod listener;
+mod pool;
 mod ratelimit;
 mod reload;
 mod session;

@@ -31,6 +31,10 @@ pub struct UserAuth {
     pub max_connections: Option<usize>,
     /// Sessions of this user right now (shared by the user's entries across reloads).
     pub sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// `pool.pool_mode`, or this user's own.
+    pub pool_mode: meridian_config::PoolMode,
+    /// `pool.pool_size`, or this user's own.
+    pub pool_size: usize,
 }
 
 /// Everything a session needs from the rest of the proxy.
@@ -81,6 +85,8 @@ pub struct ProxyState {
     /// The primary's startup ParameterStatus frames per (user, database, startup parameters),
     /// so that new clients can be greeted without opening a server connection.
     pub param_cache: std::sync::Mutex<HashMap<String, bytes::Bytes>>,
+    /// Transaction pooling: the pools of shared server connections.
+    pub(crate) pools: crate::pool::Pools,
 }
 
 impl ProxyState {
@@ -107,6 +113,16 @@ pub enum Drain {
 }
 
 impl ProxyState {
+    /// Closes the idle pooled server connections (at shutdown; pools are not used afterwards).
+    pub fn close_pools(&self) {
+        self.pools.close_all();
+    }
+
+    /// (node, open, idle) for every transaction pool.
+    pub fn pool_counts(&self) -> Vec<(usize, usize, usize)> {
+        self.pools.counts()
+    }
+
     /// Builds the shared state from the configuration in `live`, deriving SCRAM verifiers for
     /// every user.
     pub fn new(
@@ -138,6 +154,7 @@ impl ProxyState {
             drain: tokio::sync::watch::channel(Drain::Running).0,
             live_sessions: std::sync::atomic::AtomicUsize::new(0),
             param_cache: std::sync::Mutex::new(HashMap::new()),
+            pools: crate::pool::Pools::default(),
             config,
             users,
             topology,
@@ -218,6 +235,8 @@ fn build_users(
                 scram,
                 max_connections: u.max_connections,
                 sessions,
+                pool_mode: u.pool_mode.unwrap_or(config.pool.pool_mode),
+                pool_size: u.pool_size.unwrap_or(config.pool.pool_size),
             }),
         );
     }

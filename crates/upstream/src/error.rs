@@ -65,6 +65,16 @@ pub enum UpstreamError {
     /// No writable primary is known.
     #[error("no primary server is available")]
     NoPrimary,
+    /// Transaction pooling: every connection of the pool stayed busy for `checkout_timeout`.
+    #[error("could not get a server connection within checkout_timeout ({timeout_ms} ms): all pool_size = {pool_size} connections to node {node} are busy")]
+    PoolTimeout {
+        /// The node's name.
+        node: String,
+        /// The pool's size.
+        pool_size: usize,
+        /// `pool.checkout_timeout` in milliseconds.
+        timeout_ms: u64,
+    },
 }
 
 impl UpstreamError {
@@ -78,6 +88,7 @@ impl UpstreamError {
             UpstreamError::Protocol { .. } => "08P01",
             UpstreamError::UnsupportedAuth { .. } => "28000",
             UpstreamError::NoPrimary => "57P03",
+            UpstreamError::PoolTimeout { .. } => "53300",
         }
     }
 }

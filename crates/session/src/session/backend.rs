@@ -33,6 +33,20 @@ fn first_text_column(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(body.get(6..6 + len)?).ok()
 }
 
+/// A ReadyForQuery arrived: Parses that belong to it and got no ParseComplete failed (or were
+/// skipped after an error), so their statements do not exist on the server.
+fn settle_parses(b: &mut Backend) {
+    while let Some((name, 0)) = b.parses.front() {
+        if let Some(name) = name {
+            b.statements.remove(name);
+        }
+        b.parses.pop_front();
+    }
+    for (_, before) in b.parses.iter_mut() {
+        *before = before.saturating_sub(1);
+    }
+}
+
 /// Counts a server connection for metrics while it lives.
 pub(crate) struct ServerGuard {
     state: std::sync::Arc<crate::ProxyState>,
@@ -78,7 +92,26 @@ pub(crate) struct Backend {
     /// ParseComplete / CloseComplete replies to injected messages still to drop.
     pub swallow_parse: u32,
     pub swallow_close: u32,
+    /// Transaction pooling: the connection's place in its pool (`None` in session mode).
+    pub ticket: Option<crate::pool::Ticket>,
+    /// Transaction pooling: SQL that clears what an earlier session left on this connection,
+    /// sent before the next session uses it.
+    pub reset: Option<String>,
+    /// Transaction pooling: every Parse sent and not yet answered, with the named server
+    /// statement it creates and how many ReadyForQuery come before its own. One that has no
+    /// ParseComplete when its ReadyForQuery arrives failed or was skipped after an error, so
+    /// the statement does not exist on the server.
+    pub parses: std::collections::VecDeque<(Option<String>, usize)>,
+    /// Transaction pooling: when each server statement was last used (a counter), so that the
+    /// least recently used are closed beyond `MAX_POOLED_STATEMENTS`.
+    pub used: std::collections::HashMap<String, u64>,
+    /// The counter behind `used`.
+    pub clock: u64,
 }
+
+/// Transaction pooling: named statements kept prepared per server connection. Beyond this, the
+/// least recently used are closed when the connection goes back to its pool.
+pub(crate) const MAX_POOLED_STATEMENTS: usize = 1000;
 
 impl Backend {
     /// Whether an idle connection still looks usable: nothing may have arrived on it since its
@@ -103,7 +136,64 @@ impl Backend {
             deallocate_later: Vec::new(),
             swallow_parse: 0,
             swallow_close: 0,
+            ticket: None,
+            reset: None,
+            parses: std::collections::VecDeque::new(),
+            used: std::collections::HashMap::new(),
+            clock: 0,
         }
+    }
+
+    /// Transaction pooling: notes a use of server statement `name`.
+    pub fn touch(&mut self, name: &str) {
+        self.clock += 1;
+        match self.used.get_mut(name) {
+            Some(t) => *t = self.clock,
+            None => {
+                self.used.insert(name.to_string(), self.clock);
+            }
+        }
+    }
+
+    /// Transaction pooling: forgets what belonged to the session that used this connection,
+    /// noting what must be cleared on the server before the next session uses it.
+    pub fn detach(&mut self) {
+        let mut sql = String::new();
+        if self.applied > 0 {
+            // Settings the session replayed or made here (SET): back to the connection's
+            // defaults (those of its startup parameters).
+            sql.push_str("SET SESSION AUTHORIZATION DEFAULT;\nRESET ALL;\n");
+        }
+        for name in self.sql_prepared.drain() {
+            sql.push_str("DEALLOCATE ");
+            sql.push_str(&super::state::quote_ident(&name));
+            sql.push_str(";\n");
+        }
+        if !sql.is_empty() {
+            self.reset.get_or_insert_with(String::new).push_str(&sql);
+        }
+        self.applied = 0;
+        self.unnamed = 0;
+        self.close_later.clear();
+        if self.statements.len() > MAX_POOLED_STATEMENTS {
+            // Closed before the next session's first statement (CloseComplete dropped).
+            let mut by_age: Vec<(u64, String)> = self
+                .statements
+                .iter()
+                .map(|n| (self.used.get(n).copied().unwrap_or(0), n.clone()))
+                .collect();
+            by_age.sort_unstable();
+            let excess = self.statements.len() - MAX_POOLED_STATEMENTS;
+            for (_, name) in by_age.into_iter().take(excess) {
+                self.statements.remove(&name);
+                self.used.remove(&name);
+                self.close_later.push(name);
+            }
+        }
+        self.deallocate_later.clear();
+        self.swallow_parse = 0;
+        self.swallow_close = 0;
+        self.parses.clear();
     }
 }
 
@@ -227,7 +317,7 @@ impl Session {
                         | backend::ERROR_RESPONSE
                         | backend::COMMAND_COMPLETE
                         | backend::COPY_IN_RESPONSE
-                );
+                ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty());
                 if swallow || interesting {
                     stop = Some((h.tag, h.len, swallow));
                     break;
@@ -296,10 +386,20 @@ impl Session {
             } else if tag == backend::CLOSE_COMPLETE && b.swallow_close > 0 {
                 b.swallow_close -= 1;
             }
+            if tag == backend::PARSE_COMPLETE {
+                if let Some((Some(name), _)) = b.parses.pop_front() {
+                    if let Some(pool) = b.ticket.as_ref().and_then(|t| t.pool()) {
+                        self.state.pools.note_known(&pool.key, &name);
+                    }
+                }
+            }
             match event {
                 Event::Ready(status) => {
                     b.swallow_parse = 0;
                     b.swallow_close = 0;
+                    if !b.parses.is_empty() {
+                        settle_parses(b);
+                    }
                     self.ready(status);
                 }
                 Event::Error { fatal } => {

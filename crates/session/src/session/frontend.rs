@@ -329,6 +329,14 @@ impl Session {
             }
             return Ok(Step::Done);
         }
+        if tag == frontend::SYNC
+            && self.pool.is_some()
+            && self.batch_target.is_none()
+            && self.answer_parses()
+        {
+            self.crbuf.advance(len);
+            return Ok(Step::Done);
+        }
         // A whole read batch (up to Sync) bound for a replica can be sent again if the replica
         // goes away before answering: keep its bytes.
         let whole = tag == frontend::SYNC && self.batch_target.is_none();
@@ -426,6 +434,9 @@ impl Session {
     /// Appends one extended-protocol frame for `node`, first re-preparing any statement it uses
     /// that `node` lacks.
     fn emit_extended(&mut self, node: usize, frame: &[u8]) {
+        if self.pool.is_some() {
+            return self.emit_pooled(node, frame);
+        }
         let Some(b) = self.backends[node].as_mut() else {
             return;
         };
@@ -521,6 +532,7 @@ impl Session {
                     }
                 }
                 self.sstate.prepared.clear();
+                self.sstate.pooled_names.clear();
                 self.sstate.sql_prepared.clear();
                 if let Some(b) = self.backends[node].as_mut() {
                     b.statements.clear();
@@ -556,6 +568,10 @@ impl Session {
                 };
                 for n in &names {
                     self.sstate.sql_prepared.remove(n);
+                }
+                if let (None, Some(_), Some(b)) = (name, &self.pool, self.backends[node].as_mut()) {
+                    // DEALLOCATE ALL drops protocol-level statements too, shared ones included.
+                    b.statements.clear();
                 }
                 for (i, slot) in self.backends.iter_mut().enumerate() {
                     if let Some(b) = slot {
@@ -601,7 +617,9 @@ impl Session {
                 // A read bound for a replica that refuses connections goes to the primary
                 // instead (and other sessions avoid that replica until the monitor catches up).
                 let primary = self.state.topology.load().primary;
-                if reason.starts_with("read") && primary.is_some_and(|p| p != target) {
+                let pool_busy = matches!(e, UpstreamError::PoolTimeout { .. });
+                if reason.starts_with("read") && primary.is_some_and(|p| p != target) && !pool_busy
+                {
                     self.state.chooser.suspect(target);
                     if self.read_replica == Some(target) {
                         self.read_replica = None;
@@ -663,6 +681,11 @@ impl Session {
         let Some(b) = self.backends[node].as_mut() else {
             return;
         };
+        if let Some(sql) = b.reset.take() {
+            // A pooled connection another session left settings or statements on.
+            messages::query(&mut self.to_backend, &sql);
+            self.owners.push_back(Owner::Silent);
+        }
         if !b.close_later.is_empty() {
             let mut out = BytesMut::new();
             for name in b.close_later.drain(..) {

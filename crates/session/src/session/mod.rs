@@ -16,6 +16,7 @@ mod backend;
 mod broken;
 mod frontend;
 mod local;
+mod pooled;
 pub(crate) mod route;
 mod state;
 
@@ -34,7 +35,7 @@ use crate::cancel::CancelGuard;
 use crate::startup::Authenticated;
 use crate::{Drain, ProxyState, SessionError};
 
-pub(crate) use backend::{Backend, Owner};
+pub(crate) use backend::{Backend, Owner, ServerGuard};
 pub(crate) use state::SessionState;
 
 /// Stop reading from a peer while this much is queued for the other side.
@@ -139,6 +140,19 @@ pub struct Session {
     last_command_rollback: bool,
     /// The position the pending probe returned.
     probe_lsn: Option<meridian_upstream::Lsn>,
+    /// Transaction pooling: server connections come from the shared pools and go back between
+    /// transactions (`None` in session mode).
+    pool: Option<PoolSettings>,
+}
+
+/// A transaction-pooled session's pool parameters.
+struct PoolSettings {
+    /// Identifies the session's pools (user, database, startup parameters).
+    key: String,
+    /// `pool_size` for this session's user.
+    size: usize,
+    /// `pool.checkout_timeout`.
+    checkout_timeout: Duration,
 }
 
 impl Session {
@@ -169,6 +183,15 @@ impl Session {
         state.functions.register(&auth.database);
         let (crd, cwr) = stream.into_split();
         let consistency = state.live.load().consistency.mode;
+        let pool = state
+            .users
+            .get(&auth.user)
+            .filter(|u| u.pool_mode == meridian_config::PoolMode::Transaction)
+            .map(|u| PoolSettings {
+                key: String::new(),
+                size: u.pool_size,
+                checkout_timeout: state.config.pool.checkout_timeout.duration(),
+            });
         let mut session = Session {
             state,
             auth,
@@ -214,7 +237,12 @@ impl Session {
             hold_mark: None,
             last_command_rollback: false,
             probe_lsn: None,
+            pool,
         };
+        let key = session.param_key();
+        if let Some(p) = &mut session.pool {
+            p.key = key;
+        }
         let startup_settings = std::mem::take(&mut session.auth.meridian);
         for (name, value) in &startup_settings {
             if let Err((code, message)) = session.set_meridian_setting(name, Some(value)) {
@@ -275,6 +303,9 @@ impl Session {
         }
         messages::backend_key_data(&mut self.to_client, self.cancel.pid, self.cancel.secret);
         messages::ready_for_query(&mut self.to_client, b'I');
+        if self.pool.is_some() {
+            self.release();
+        }
         Ok(())
     }
 
@@ -389,7 +420,12 @@ impl Session {
                         Ok(n) => {
                             self.state.stats.bytes(0, n as u64);
                             match self.scan_backend() {
-                                Ok(()) => Flow::Continue,
+                                Ok(()) => {
+                                    if self.pool.is_some() {
+                                        self.release();
+                                    }
+                                    Flow::Continue
+                                }
                                 Err(detail) => self.backend_lost(&detail),
                             }
                         }
@@ -450,6 +486,19 @@ impl Session {
         if self.backends[node].is_some() {
             return Ok(());
         }
+        if let Some(p) = &self.pool {
+            let auth = &self.auth;
+            let pool = self.state.pools.get(&self.state, node, &p.key, p.size, || {
+                crate::pool::PoolIdentity {
+                    user: auth.user.clone(),
+                    database: auth.database.clone(),
+                    params: auth.params.clone(),
+                }
+            });
+            let b = pool.checkout(&self.state, p.checkout_timeout).await?;
+            self.backends[node] = Some(b);
+            return Ok(());
+        }
         let topo = self.state.topology.load();
         let Some(n) = topo.nodes.get(node) else {
             return Err(UpstreamError::NoPrimary);
@@ -477,6 +526,40 @@ impl Session {
         let guard = backend::ServerGuard::new(self.state.clone(), node);
         self.backends[node] = Some(Backend::new(conn, guard));
         Ok(())
+    }
+
+    /// Transaction pooling: returns the active server connection to its pool if the session is
+    /// between transactions and nothing is in flight on it.
+    fn release(&mut self) {
+        let Some(node) = self.active else {
+            return;
+        };
+        let idle = self.tx_status == b'I'
+            && self.owners.is_empty()
+            && self.to_backend.is_empty()
+            && self.batch_target.is_none()
+            && self.hold_mark.is_none()
+            && self.held_ready.is_none()
+            && !self.copy_sync_absorbed
+            && !self.broken
+            && !self.retry_armed
+            && !self.sstate.pinned;
+        if !idle {
+            return;
+        }
+        let Some(mut b) = self.backends[node].take() else {
+            return;
+        };
+        if !b.conn.rbuf.is_empty() {
+            // Unsolicited bytes (a server ending the session): not reusable.
+            self.deactivate();
+            return;
+        }
+        self.deactivate();
+        b.detach();
+        if let Some(pool) = b.ticket.as_ref().and_then(|t| t.pool()).cloned() {
+            pool.checkin(b);
+        }
     }
 
     /// The node writes go to. Without one (a failover or switchover in progress), waits up to
@@ -566,6 +649,10 @@ impl Session {
                     let _ = meridian_upstream::send_cancel(addr, pid, secret).await;
                 });
             }
+        }
+        if self.pool.is_some() {
+            // An idle pooled connection outlives the client.
+            self.release();
         }
         let mut terminate = BytesMut::new();
         messages::terminate(&mut terminate);
