@@ -150,7 +150,10 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names, ["meridian-session-0", "meridian-session-1"]);
-        assert!(workers.workers.iter().all(|w| w.live.load(Ordering::Relaxed) == 2));
+        assert!(workers
+            .workers
+            .iter()
+            .all(|w| w.live.load(Ordering::Relaxed) == 2));
         drop(workers);
         // The parked sessions were dropped with their runtimes.
         drop(tx);
