@@ -65,7 +65,8 @@ async fn a_replica_far_behind_the_primary_gets_no_reads() {
 async fn lagging_replicas_are_skipped_and_reads_fall_back_to_the_primary() {
     let env = start(2, |cfg| {
         eventual(cfg);
-        cfg.routing.max_replica_lag_ms = 500;
+        // Well above what a loaded test machine shows for a healthy replica.
+        cfg.routing.max_replica_lag_ms = 3000;
     })
     .await;
     primary_sql(
@@ -86,9 +87,7 @@ async fn lagging_replicas_are_skipped_and_reads_fall_back_to_the_primary() {
     })
     .expect("delay pg3");
     let writer = WalWriter::start(&env).await;
-    wait_topology(&env, "pg3 lagging beyond 500 ms", |t| {
-        t.nodes[2].lag_ms > 500
-    })
+    wait_topology(&env, "pg3 lagging beyond 3 s", |t| t.nodes[2].lag_ms > 3000)
     .await;
     let seen = spread(&env, &c, 40).await;
     assert_eq!(
@@ -102,8 +101,8 @@ async fn lagging_replicas_are_skipped_and_reads_fall_back_to_the_primary() {
         env.cluster.replicas()[0].set_setting("recovery_min_apply_delay", "30s")
     })
     .expect("delay pg2");
-    wait_topology(&env, "both replicas lagging beyond 500 ms", |t| {
-        t.nodes[1].lag_ms > 500 && t.nodes[2].lag_ms > 500
+    wait_topology(&env, "both replicas lagging beyond 3 s", |t| {
+        t.nodes[1].lag_ms > 3000 && t.nodes[2].lag_ms > 3000
     })
     .await;
     let seen = spread(&env, &c, 40).await;
