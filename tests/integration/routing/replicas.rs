@@ -87,8 +87,7 @@ async fn lagging_replicas_are_skipped_and_reads_fall_back_to_the_primary() {
     })
     .expect("delay pg3");
     let writer = WalWriter::start(&env).await;
-    wait_topology(&env, "pg3 lagging beyond 3 s", |t| t.nodes[2].lag_ms > 3000)
-    .await;
+    wait_topology(&env, "pg3 lagging beyond 3 s", |t| t.nodes[2].lag_ms > 3000).await;
     let seen = spread(&env, &c, 40).await;
     assert_eq!(
         seen.get(&At::Replica(0)).copied().unwrap_or(0),
