@@ -49,7 +49,11 @@ fn app_backends(env: &Env) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_share_few_server_connections() {
-    let env = Env::start_with(0, pooled(3)).await;
+    let env = Env::start_with(0, |c| {
+        pooled(3)(c);
+        c.proxy.admin_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
     let mut clients = Vec::new();
     for _ in 0..20 {
         clients.push(env.connect().await);
@@ -83,6 +87,13 @@ async fn many_clients_share_few_server_connections() {
     assert!(
         (1..=3).contains(&backends),
         "{backends} server connections for 20 clients with pool_size 3"
+    );
+    // Between statements the connections wait in the pool, and the metrics say so.
+    let body = crate::admin::get(&env, "/metrics").await.body;
+    let idle = crate::admin::metric(&body, "meridian_pool_idle_connections", &[("node", "pg1")]);
+    assert!(
+        idle.is_some_and(|n| (1.0..=3.0).contains(&n)),
+        "meridian_pool_idle_connections {idle:?}"
     );
     for c in &clients {
         assert_eq!(text(c, "SELECT 1").await, "1");

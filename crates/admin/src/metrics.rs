@@ -31,6 +31,7 @@ const SPECS: &[(&str, &str, MetricType, &[&str])] = &[
     ("meridian_health_check_rtt_seconds", "Smoothed round-trip time of the health-check query.", GAUGE, &["node"]),
     ("meridian_server_connections", "Server connections open now from client sessions, by node.", GAUGE, &["node"]),
     ("meridian_server_connections_opened_total", "Server connections opened by client sessions, by node.", COUNTER, &["node"]),
+    ("meridian_pool_idle_connections", "Transaction pooling: idle server connections waiting in the pools, by node (included in meridian_server_connections).", GAUGE, &["node"]),
     ("meridian_classify_cache_hits_total", "Classification cache lookups that found the SQL text.", COUNTER, &[]),
     ("meridian_classify_cache_misses_total", "Classification cache lookups that did not find the SQL text.", COUNTER, &[]),
     ("meridian_classify_cache_insertions_total", "Classifications stored in the cache.", COUNTER, &[]),
@@ -92,6 +93,12 @@ impl Collector for ProxyCollector {
         out.gauge("meridian_build_info", &[env!("CARGO_PKG_VERSION")], 1.0);
         out.gauge("meridian_start_time_seconds", &[], self.started_unix_s);
         let conns = state.stats.server_connections();
+        let mut pool_idle = vec![0usize; topo.nodes.len()];
+        for (node, _, idle) in state.pool_counts() {
+            if let Some(n) = pool_idle.get_mut(node) {
+                *n += idle;
+            }
+        }
         let mut fenced = 0;
         let mut healthy_replicas = 0;
         // Nodes removed by a reload keep their slot but are no longer reported.
@@ -140,6 +147,12 @@ impl Collector for ProxyCollector {
                 &[name],
                 c.opened as f64,
             );
+            if state.config.pool.pool_mode == meridian_config::PoolMode::Transaction
+                || pool_idle.get(i).is_some_and(|n| *n > 0)
+            {
+                let idle = pool_idle.get(i).copied().unwrap_or(0);
+                out.gauge("meridian_pool_idle_connections", &[name], idle as f64);
+            }
         }
         out.gauge("meridian_fenced_nodes", &[], fenced as f64);
         out.gauge("meridian_primary_known", &[], flag(topo.primary.is_some()));
