@@ -421,3 +421,79 @@ async fn pinned_sessions_keep_their_connection() {
     }
     assert!(answered, "b should get a clean connection once a has left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_warmed_to_min_idle_and_pruned_after_idle_timeout() {
+    let env = Env::start_with(0, |c| {
+        pooled(3)(c);
+        c.pool.min_idle = 2;
+        c.pool.idle_timeout = Millis(300);
+    })
+    .await;
+    let counts = |env: &Env| {
+        env.proxy
+            .state
+            .pool_counts()
+            .iter()
+            .fold((0, 0), |(o, i), (_, open, idle)| (o + open, i + idle))
+    };
+    let wait_for = |want: (usize, usize)| {
+        let env = &env;
+        async move {
+            for _ in 0..100 {
+                if counts(env) == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    // Three transactions at once open the whole pool.
+    let clients = [
+        env.connect().await,
+        env.connect().await,
+        env.connect().await,
+    ];
+    for c in &clients {
+        c.batch_execute("BEGIN").await.expect("begin");
+        assert_eq!(text(c, "SELECT 1").await, "1");
+    }
+    assert_eq!(counts(&env), (3, 0));
+    for c in &clients {
+        c.batch_execute("COMMIT").await.expect("commit");
+    }
+    // Idle past idle_timeout, the pool shrinks to min_idle and stays there.
+    assert!(
+        wait_for((2, 2)).await,
+        "pool (open, idle) = {:?}",
+        counts(&env)
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(counts(&env), (2, 2));
+    assert_eq!(app_backends(&env), 2);
+    // Idle connections killed by the server are noticed and replaced up to min_idle, with no
+    // client doing anything.
+    let before = env.primary_sql(
+        "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND backend_type = 'client backend'",
+    );
+    env.primary_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND backend_type = 'client backend'",
+    );
+    let mut replaced = false;
+    for _ in 0..100 {
+        let now = env.primary_sql(
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+             WHERE usename = 'app' AND backend_type = 'client backend'",
+        );
+        if app_backends(&env) == 2 && now != before && counts(&env) == (2, 2) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(replaced, "pool (open, idle) = {:?}", counts(&env));
+    assert_eq!(text(&clients[0], "SELECT 3").await, "3");
+}

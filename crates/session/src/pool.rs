@@ -11,8 +11,8 @@
 //! starve the others.
 //!
 //! A background task closes connections idle longer than `pool.idle_timeout` (keeping
-//! `pool.min_idle`), opens connections up to `min_idle`, and drops idle connections to nodes
-//! that are fenced or gone.
+//! `pool.min_idle`) and idle connections their server has closed, opens connections up to
+//! `min_idle`, and drops idle connections to nodes that are fenced or gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,7 +149,7 @@ impl Pools {
             Err(_) => return,
         };
         for p in pools {
-            drop(p.take_idle(|_| true));
+            drop(p.take_idle(|_, _| true));
         }
     }
 
@@ -353,12 +353,12 @@ impl Pool {
     }
 
     /// Removes the idle connections `drop_it` selects (the caller drops them outside the lock).
-    fn take_idle(&self, mut drop_it: impl FnMut(Instant) -> bool) -> Vec<Backend> {
+    fn take_idle(&self, mut drop_it: impl FnMut(&mut Backend, Instant) -> bool) -> Vec<Backend> {
         let mut out = Vec::new();
         if let Ok(mut g) = self.inner.lock() {
             let mut keep = Vec::with_capacity(g.idle.len());
-            for (b, since) in g.idle.drain(..) {
-                if drop_it(since) {
+            for (mut b, since) in g.idle.drain(..) {
+                if drop_it(&mut b, since) {
                     out.push(b);
                 } else {
                     keep.push((b, since));
@@ -392,8 +392,9 @@ async fn maintain(state: Weak<ProxyState>) {
             let idle_now = pool.inner.lock().map(|g| g.idle.len()).unwrap_or(0);
             let mut excess = idle_now.saturating_sub(cfg.min_idle);
             let now = Instant::now();
-            let gone = pool.take_idle(|since| {
-                if !usable {
+            let gone = pool.take_idle(|b, since| {
+                // Closed by its server while idle: replaced below if min_idle asks for it.
+                if !usable || !b.idle_and_alive() {
                     return true;
                 }
                 // The oldest idle connections come first in the list.
