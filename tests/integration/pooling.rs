@@ -497,3 +497,59 @@ async fn idle_connections_are_warmed_to_min_idle_and_pruned_after_idle_timeout()
     assert!(replaced, "pool (open, idle) = {:?}", counts(&env));
     assert_eq!(text(&clients[0], "SELECT 3").await, "3");
 }
+
+/// One frontend message: tag, length, body.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Parse `name` as `sql` (no parameter types), then Sync.
+fn parse_sync(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = msg(b'P', &body);
+    out.extend(msg(b'S', &[]));
+    out
+}
+
+/// Bind `name` to the unnamed portal (no parameters), Execute, Sync.
+fn bind_execute_sync(name: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut out = msg(b'B', &body);
+    out.extend(msg(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(msg(b'S', &[]));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_statements_deallocated_with_sql_are_forgotten() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start_with(0, pooled(2)).await;
+    let (mut s, mut buf) = crate::support::raw_login(env.addr()).await;
+    let mut query = b"DEALLOCATE a1".to_vec();
+    query.push(0);
+    let steps: [(Vec<u8>, &[&str]); 6] = [
+        (parse_sync("a1", "SELECT 41 + 1"), &[]),
+        (bind_execute_sync("a1"), &[]),
+        (msg(b'Q', &query), &[]),
+        (bind_execute_sync("a1"), &["26000"]),
+        // The name can be prepared again, with other text.
+        (parse_sync("a1", "SELECT 2"), &[]),
+        (bind_execute_sync("a1"), &[]),
+    ];
+    for (i, (bytes, want)) in steps.into_iter().enumerate() {
+        s.write_all(&bytes).await.expect("write");
+        let codes = crate::support::read_until_ready(&mut s, &mut buf).await;
+        assert_eq!(codes, want, "step {i}");
+    }
+}

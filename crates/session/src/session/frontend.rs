@@ -126,6 +126,19 @@ impl Session {
             self.answer_locally(&class);
             return Ok(Step::Done);
         }
+        if self.pool.is_some() && self.deallocates_pooled(&class) {
+            if !self.owners.is_empty() || !self.to_backend.is_empty() {
+                return Ok(Step::Stall);
+            }
+            self.crbuf.advance(len);
+            if let StatementKind::Deallocate { name: Some(name) } = &class.kind {
+                self.sstate.pooled_names.remove(name);
+                self.sstate.prepared.remove(name);
+            }
+            messages::command_complete(&mut self.to_client, "DEALLOCATE");
+            messages::ready_for_query(&mut self.to_client, self.tx_status);
+            return Ok(Step::Done);
+        }
         let mut need = Need::default();
         need.add(self.want(&class));
         let target = match self.batch_target {

@@ -159,6 +159,22 @@ impl Session {
 }
 
 impl Session {
+    /// Transaction pooling: `DEALLOCATE name` (alone in its Query) of a protocol-level statement
+    /// of this client. Its server name is shared, and the client's own name does not exist on
+    /// the server, so Meridian forgets the name and answers itself (as some drivers deallocate
+    /// their protocol-level statements with SQL).
+    pub(super) fn deallocates_pooled(&self, class: &meridian_classify::Classification) -> bool {
+        match &class.kind {
+            meridian_classify::StatementKind::Deallocate { name: Some(name) } => {
+                class.statements == 1
+                    && self.tx_status != b'E'
+                    && self.sstate.pooled_names.contains_key(name)
+                    && !self.sstate.sql_prepared.contains_key(name)
+            }
+            _ => false,
+        }
+    }
+
     /// Transaction pooling: a batch of named Parses and its Sync, outside a transaction, whose
     /// statements a server of this pool has already accepted, is answered here (ParseComplete
     /// each, then ReadyForQuery) and prepared on a server connection when first executed. A
