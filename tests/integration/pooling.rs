@@ -239,6 +239,13 @@ async fn settings_do_not_leak_between_clients() {
     assert_eq!(text(&b, "SHOW statement_timeout").await, "5s");
     a.batch_execute("RESET ALL").await.expect("reset");
     assert_eq!(text(&a, "SHOW statement_timeout").await, "0");
+    // A SET sent with the extended protocol is tracked the same way.
+    b.execute("SET search_path TO pg_catalog", &[])
+        .await
+        .expect("extended SET");
+    assert_eq!(text(&b, "SHOW search_path").await, "pg_catalog");
+    assert_eq!(text(&a, "SHOW search_path").await, "\"$user\", public");
+    assert_eq!(text(&b, "SHOW search_path").await, "pg_catalog");
     assert_eq!(pid(&a).await, pid(&b).await);
 }
 
