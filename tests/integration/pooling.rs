@@ -560,3 +560,87 @@ async fn protocol_statements_deallocated_with_sql_are_forgotten() {
         assert_eq!(codes, want, "step {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sessions_carry_on_after_a_failover() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::builder()
+            .replicas(2)
+            .synchronous(true)
+            .start()
+            .expect("cluster")
+    })
+    .await
+    .expect("join");
+    let env = Env::with_cluster(cluster, pooled(4)).await;
+    env.proxy
+        .topology
+        .wait_for(Duration::from_secs(15), |t| {
+            t.nodes.iter().filter(|n| n.healthy).count() == 3
+        })
+        .await;
+    let setup = env.connect().await;
+    setup
+        .batch_execute("CREATE TABLE after_failover (id int PRIMARY KEY, app text)")
+        .await
+        .expect("create");
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let c = env.connect().await;
+        c.batch_execute(&format!("SET application_name = 'client-{i}'"))
+            .await
+            .expect("set");
+        c.execute(
+            "INSERT INTO after_failover VALUES ($1, current_setting('application_name'))",
+            &[&i],
+        )
+        .await
+        .expect("insert before");
+        clients.push(c);
+    }
+    let old = env.cluster.primary().clone();
+    tokio::task::block_in_place(|| old.kill9()).expect("kill -9");
+    // The same sessions write again once a new primary is in charge, with their settings.
+    for (i, c) in clients.iter().enumerate() {
+        let id = 100 + i as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c
+                .execute(
+                    "INSERT INTO after_failover VALUES ($1, current_setting('application_name'))",
+                    &[&id],
+                )
+                .await;
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(!c.is_closed(), "session {i} closed: {e}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no write after failover: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let port: i32 = c
+            .query_one("/* meridian:primary */ SELECT inet_server_port()", &[])
+            .await
+            .expect("port")
+            .get(0);
+        assert_ne!(
+            port,
+            i32::from(old.port),
+            "session {i} still on the old primary"
+        );
+    }
+    let rows = text(
+        &clients[0],
+        "SELECT string_agg(id || '=' || app, ',' ORDER BY id) FROM after_failover WHERE id >= 100",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        "100=client-0,101=client-1,102=client-2,103=client-3,104=client-4,105=client-5"
+    );
+}
