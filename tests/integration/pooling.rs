@@ -644,3 +644,58 @@ async fn pooled_sessions_carry_on_after_a_failover() {
         "100=client-0,101=client-1,102=client-2,103=client-3,104=client-4,105=client-5"
     );
 }
+
+/// Tags of the messages up to and including the `n`th ReadyForQuery (ParameterStatus left out:
+/// Meridian reports `meridian.lsn` that way).
+async fn tags_until_ready(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    n: usize,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut tags = String::new();
+    let mut ready = 0;
+    loop {
+        while let Some((tag, _)) = meridian_wire::frame::split_frame(buf, 1 << 30).expect("frame") {
+            if tag != b'S' {
+                tags.push(tag as char);
+            }
+            if tag == b'Z' {
+                ready += 1;
+                if ready == n {
+                    return tags;
+                }
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("timely answer")
+            .expect("read");
+        assert!(read > 0, "closed; got {tags}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_behind_a_pipelined_request_stays_invisible() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start_with(0, pooled(2)).await;
+    let (mut a, mut abuf) = crate::support::raw_login(env.addr()).await;
+    let (mut b, mut bbuf) = crate::support::raw_login(env.addr()).await;
+    a.write_all(&parse_sync("a1", "SELECT 41 + 1"))
+        .await
+        .expect("write");
+    assert_eq!(tags_until_ready(&mut a, &mut abuf, 1).await, "1Z");
+    // b's transaction holds the connection a1 was prepared on.
+    let mut begin = b"BEGIN".to_vec();
+    begin.push(0);
+    b.write_all(&msg(b'Q', &begin)).await.expect("write");
+    assert_eq!(tags_until_ready(&mut b, &mut bbuf, 1).await, "CZ");
+    // a pipelines a query and an execution of a1: both go to the other connection, which needs
+    // a1 prepared first while the query is still in flight. Its ParseComplete is Meridian's.
+    let mut one = b"SELECT 1".to_vec();
+    one.push(0);
+    let mut bytes = msg(b'Q', &one);
+    bytes.extend(bind_execute_sync("a1"));
+    a.write_all(&bytes).await.expect("write");
+    assert_eq!(tags_until_ready(&mut a, &mut abuf, 2).await, "TDCZ2DCZ");
+}

@@ -36,13 +36,13 @@ fn first_text_column(body: &[u8]) -> Option<&str> {
 /// A ReadyForQuery arrived: Parses that belong to it and got no ParseComplete failed (or were
 /// skipped after an error), so their statements do not exist on the server.
 fn settle_parses(b: &mut Backend) {
-    while let Some((name, 0)) = b.parses.front() {
+    while let Some((name, 0, _)) = b.parses.front() {
         if let Some(name) = name {
             b.statements.remove(name);
         }
         b.parses.pop_front();
     }
-    for (_, before) in b.parses.iter_mut() {
+    for (_, before, _) in b.parses.iter_mut() {
         *before = before.saturating_sub(1);
     }
 }
@@ -97,11 +97,13 @@ pub(crate) struct Backend {
     /// Transaction pooling: SQL that clears what an earlier session left on this connection,
     /// sent before the next session uses it.
     pub reset: Option<String>,
-    /// Transaction pooling: every Parse sent and not yet answered, with the named server
-    /// statement it creates and how many ReadyForQuery come before its own. One that has no
-    /// ParseComplete when its ReadyForQuery arrives failed or was skipped after an error, so
-    /// the statement does not exist on the server.
-    pub parses: std::collections::VecDeque<(Option<String>, usize)>,
+    /// Transaction pooling: every Parse sent and not yet answered, in order, with the named
+    /// server statement it creates, how many ReadyForQuery come before its own, and whether
+    /// Meridian sent it (its ParseComplete is dropped). One that has no ParseComplete when its
+    /// ReadyForQuery arrives failed or was skipped after an error, so the statement does not
+    /// exist on the server. (Exact where a counter would not be: a pipelining client's next
+    /// batch may already carry a Parse Meridian added when the previous ReadyForQuery arrives.)
+    pub parses: std::collections::VecDeque<(Option<String>, usize, bool)>,
     /// Transaction pooling: when each server statement was last used (a counter), so that the
     /// least recently used are closed beyond `MAX_POOLED_STATEMENTS`.
     pub used: std::collections::HashMap<String, u64>,
@@ -310,6 +312,8 @@ impl Session {
                     || unsolicited
                     || retrying
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
+                    || (h.tag == backend::PARSE_COMPLETE
+                        && b.parses.front().is_some_and(|(_, _, ours)| *ours))
                     || (h.tag == backend::CLOSE_COMPLETE && b.swallow_close > 0);
                 let interesting = matches!(
                     h.tag,
@@ -387,7 +391,7 @@ impl Session {
                 b.swallow_close -= 1;
             }
             if tag == backend::PARSE_COMPLETE {
-                if let Some((Some(name), _)) = b.parses.pop_front() {
+                if let Some((Some(name), _, _)) = b.parses.pop_front() {
                     if let Some(pool) = b.ticket.as_ref().and_then(|t| t.pool()) {
                         self.state.pools.note_known(&pool.key, &name);
                     }

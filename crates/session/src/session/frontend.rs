@@ -694,11 +694,6 @@ impl Session {
         let Some(b) = self.backends[node].as_mut() else {
             return;
         };
-        if let Some(sql) = b.reset.take() {
-            // A pooled connection another session left settings or statements on.
-            messages::query(&mut self.to_backend, &sql);
-            self.owners.push_back(Owner::Silent);
-        }
         if !b.close_later.is_empty() {
             let mut out = BytesMut::new();
             for name in b.close_later.drain(..) {
@@ -706,6 +701,13 @@ impl Session {
                 b.swallow_close += 1;
             }
             self.to_backend.extend_from_slice(&out);
+        }
+        if let Some(sql) = b.reset.take() {
+            // A pooled connection another session left settings or statements on. (After the
+            // Closes above: their CloseComplete must come before this request's ReadyForQuery,
+            // which ends the dropping of CloseComplete.)
+            messages::query(&mut self.to_backend, &sql);
+            self.owners.push_back(Owner::Silent);
         }
         let mut injected = Vec::new();
         let mut out = BytesMut::new();

@@ -72,7 +72,7 @@ impl Session {
                 };
                 if name.is_empty() {
                     b.unnamed = self.sstate.unnamed_version;
-                    b.parses.push_back((None, before));
+                    b.parses.push_back((None, before, false));
                     self.to_backend.extend_from_slice(frame);
                     return;
                 }
@@ -83,11 +83,11 @@ impl Session {
                 if b.statements.contains(&server) {
                     self.to_backend.extend_from_slice(&EMPTY_PARSE);
                     b.unnamed = 0;
-                    b.parses.push_back((None, before));
+                    b.parses.push_back((None, before, false));
                 } else {
                     self.to_backend.extend_from_slice(&renamed);
                     b.statements.insert(server.clone());
-                    b.parses.push_back((Some(server.clone()), before));
+                    b.parses.push_back((Some(server.clone()), before, false));
                 }
                 self.sstate.pooled_names.insert(client, (server, renamed));
             }
@@ -105,8 +105,7 @@ impl Session {
                         if b.unnamed != self.sstate.unnamed_version {
                             if let Some(p) = &self.sstate.unnamed {
                                 self.to_backend.extend_from_slice(&p.parse);
-                                b.swallow_parse += 1;
-                                b.parses.push_back((None, before));
+                                b.parses.push_back((None, before, true));
                                 b.unnamed = self.sstate.unnamed_version;
                             }
                         }
@@ -122,9 +121,8 @@ impl Session {
                         b.touch(server);
                         if !b.statements.contains(server) {
                             self.to_backend.extend_from_slice(parse_frame);
-                            b.swallow_parse += 1;
                             b.statements.insert(server.clone());
-                            b.parses.push_back((Some(server.clone()), before));
+                            b.parses.push_back((Some(server.clone()), before, true));
                         }
                         let renamed = if tag == frontend::BIND {
                             let Some((portal, after)) = split_cstr(body) else {
