@@ -927,7 +927,7 @@ def run_pgbench(target: Target, args: list[str], clients: int, duration: int,
         problems.append(f"{res.failed_tx} failed transactions")
     if res.tx == 0:
         problems.append("no transaction completed")
-    aborted = re.findall(r"client \d+ aborted", err)
+    aborted = re.findall(r"client \d+ (?:script \d+ )?aborted", err)
     if aborted:
         problems.append(f"{len(aborted)} client(s) aborted")
     if problems:

@@ -206,7 +206,7 @@ class Soak:
         name = datetime.datetime.now().strftime("soak-%Y-%m-%d-%H%M.md")
         (results / name).write_text(report)
         b.log(f"report written to bench/results/{name}")
-        aborted = len(re.findall(r"client \d+ aborted", text))
+        aborted = len(re.findall(r"client \d+ (?:script \d+ )?aborted", text))
         failed = re.search(r"number of failed transactions: (\d+)", text)
         return 0 if (aborted == 0 and proc.alive() and
                      (not failed or failed.group(1) == "0")) else 1
@@ -216,11 +216,13 @@ class Soak:
         tx = re.search(r"number of transactions actually processed: (\d+)", text)
         failed = re.search(r"number of failed transactions: (\d+)", text)
         tps = re.search(r"^tps = ([\d.]+)", text, re.M)
-        aborted = re.findall(r"client \d+ aborted.*", text)
+        aborted = re.findall(r"client \d+ (?:script \d+ )?aborted.*", text)
         errors = [ln for ln in text.splitlines() if "error" in ln.lower()][:10]
-        log_lines = proc.log_path.read_text(errors="replace").splitlines()
-        m_err = [ln for ln in log_lines if " ERROR " in ln]
-        m_warn = [ln for ln in log_lines if " WARN " in ln]
+        ansi = re.compile(r"\x1b\[[0-9;]*m")
+        log_lines = [ansi.sub("", ln) for ln in
+                     proc.log_path.read_text(errors="replace").splitlines()]
+        m_err = [ln for ln in log_lines if re.search(r"\bERROR\b", ln)]
+        m_warn = [ln for ln in log_lines if re.search(r"\bWARN\b", ln)]
         lines = [f"# Meridian soak, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
         lines += b.machine_info(cluster, meridian)
         lines += [
@@ -251,7 +253,7 @@ class Soak:
             lines += ["```"]
         if m_err or m_warn:
             lines += ["", "## Meridian warnings and errors (first 20)", "", "```"]
-            lines += [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in (m_err + m_warn)[:20]]
+            lines += (m_err + m_warn)[:20]
             lines += ["```"]
         return "\n".join(lines) + "\n"
 

@@ -368,6 +368,16 @@ impl Node {
         Ok(())
     }
 
+    /// Stops the server with `pg_ctl stop -m immediate` (backends quit at once, telling their
+    /// clients with a WARNING, and connections drop), then SIGKILLs anything left. A no-op if
+    /// it is not running.
+    pub fn stop_immediate(&self) -> Result<(), Error> {
+        if self.is_running() {
+            stop_immediately(&self.ctx, &self.datadir);
+        }
+        Ok(())
+    }
+
     /// Simulates a crash: SIGKILLs the postmaster (pid from the first line of
     /// `postmaster.pid`) and then every remaining server process of this data
     /// directory, and waits until they are all gone, so their connections are

@@ -277,6 +277,63 @@ async fn a_stopped_replica_is_skipped_without_client_errors() {
     );
 }
 
+/// Found by the soak: with `pool_mode = "transaction"`, reads in flight on a replica stopped with
+/// `-m immediate` failed with 08006. Such a shutdown says so in a NoticeResponse (WARNING 57P01)
+/// before the connection drops, which used to reach the client and end the read's retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_in_flight_on_a_replica_stopped_immediately_are_retried() {
+    let env = start(2, |cfg| {
+        eventual(cfg);
+        equal_replicas(cfg);
+        cfg.pool.pool_mode = meridian_config::PoolMode::Transaction;
+        cfg.pool.pool_size = 4;
+    })
+    .await;
+    let stopped = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..12 {
+        let c = env.connect().await;
+        let (stopped, done) = (stopped.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            // (reads, reads after the stop, errors)
+            let (mut reads, mut after, mut errors) = (0u32, 0u32, Vec::new());
+            while !done.load(Ordering::Acquire) {
+                match try_simple_rows(&c, WHERE).await {
+                    Ok(_) => {
+                        reads += 1;
+                        after += u32::from(stopped.load(Ordering::Acquire));
+                    }
+                    Err(e) => {
+                        errors.push(show(&e));
+                        if c.is_closed() {
+                            break;
+                        }
+                    }
+                }
+            }
+            (reads, after, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = env.cluster.replicas()[1].clone();
+    tokio::task::block_in_place(|| victim.stop_immediate()).expect("stop pg3");
+    stopped.store(true, Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.store(true, Ordering::Release);
+    for r in readers {
+        let (reads, after, errors) = r.await.expect("reader");
+        assert!(
+            errors.is_empty(),
+            "reads failed around the immediate stop of pg3: {errors:#?}"
+        );
+        assert!(
+            reads > 0 && after > 0,
+            "reads {reads}, after the stop {after}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. Mixed workload
 // ---------------------------------------------------------------------------------------------

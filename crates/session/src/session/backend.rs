@@ -288,6 +288,8 @@ impl Session {
             // Forward runs of frames that belong to the client in one copy.
             let mut off = 0;
             let mut stop = None;
+            // The stopping frame answers Meridian's own replay of session state.
+            let mut replaying = false;
             loop {
                 let rest = &b.conn.rbuf[off..];
                 let h = match frame::peek_frame(rest, self.max_message) {
@@ -303,9 +305,11 @@ impl Session {
                 // and loses nothing, so it is not told; the next statement goes elsewhere.
                 let unsolicited = h.tag == backend::ERROR_RESPONSE && self.owners.is_empty();
                 // A replica shutting down under a read that has had no answer yet: the read is
-                // sent again elsewhere (see `backend_lost`) instead of failing.
+                // sent again elsewhere (see `backend_lost`) instead of failing. An immediate
+                // shutdown says so in a NoticeResponse (WARNING 57P01) before the connection
+                // drops, a smart or fast one in an ErrorResponse.
                 let retrying = self.retry_armed
-                    && h.tag == backend::ERROR_RESPONSE
+                    && matches!(h.tag, backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE)
                     && is_shutdown(&rest[..h.len]);
                 let swallow = silent
                     || held
@@ -324,6 +328,7 @@ impl Session {
                 ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty());
                 if swallow || interesting {
                     stop = Some((h.tag, h.len, swallow));
+                    replaying = silent;
                     break;
                 }
                 off += h.len;
@@ -354,7 +359,7 @@ impl Session {
                     backend::ERROR_RESPONSE => match parse::ErrorFields::parse(body) {
                         Ok(f) => {
                             let severity = f.severity_nonlocalized().or(f.severity());
-                            if swallow {
+                            if swallow && replaying {
                                 warn!(
                                     code = f.code().unwrap_or_default(),
                                     message = f.message().unwrap_or_default(),
