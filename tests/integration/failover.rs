@@ -303,11 +303,12 @@ async fn a_partition_between_meridian_and_the_primary_promotes_nothing() {
     }
 }
 
-/// A replica that receives WAL half a second late (its replication goes through a delay relay).
+/// A replica that receives WAL two seconds late (its replication goes through a delay relay):
+/// long enough that, even on a loaded machine, the primary is killed before the last writes
+/// reach it.
 async fn late_replica_env(allow_data_loss: bool) -> (Env, DelayRelay) {
     let cluster = cluster(1, false).await;
-    let relay =
-        DelayRelay::start(cluster.primary().addr(), Duration::from_millis(500)).expect("relay");
+    let relay = DelayRelay::start(cluster.primary().addr(), Duration::from_secs(2)).expect("relay");
     let replica = cluster.replicas()[0].clone();
     let conninfo = format!(
         "host=127.0.0.1 port={} user={} password={} application_name={}",
