@@ -59,23 +59,7 @@ async fn psql_runs_queries_and_reports_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_initializes_and_runs_without_errors() {
     let env = Env::start(1).await;
-    let port = env.addr().port().to_string();
-    let pgbench = |args: &[&str]| {
-        let out = Command::new(bin(&env, "pgbench"))
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", creds::APP_USER])
-            .args(args)
-            .arg(creds::APP_DB)
-            .env("PGPASSWORD", creds::APP_PASSWORD)
-            .output()
-            .expect("pgbench runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
-        text
-    };
+    let pgbench = |args: &[&str]| env.pgbench(args);
     pgbench(&["-i", "-s", "1", "-q"]);
     for mode in ["simple", "extended", "prepared"] {
         let text = pgbench(&["-c", "4", "-j", "2", "-t", "200", "-M", mode]);

@@ -3,11 +3,10 @@
 //! pool copes with busy and broken connections.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use meridian_config::{Config, Millis, PoolMode};
-use meridian_testkit::{creds, Cluster};
+use meridian_testkit::Cluster;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{sqlstate, Env};
@@ -168,23 +167,7 @@ async fn prepared_statements_follow_clients_across_server_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_runs_through_the_pool() {
     let env = Env::start_with(0, pooled(4)).await;
-    let port = env.addr().port().to_string();
-    let pgbench = |args: &[&str]| {
-        let out = Command::new(env.cluster.bin().path("pgbench"))
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", creds::APP_USER])
-            .args(args)
-            .arg(creds::APP_DB)
-            .env("PGPASSWORD", creds::APP_PASSWORD)
-            .output()
-            .expect("pgbench runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
-        text
-    };
+    let pgbench = |args: &[&str]| env.pgbench(args);
     pgbench(&["-i", "-s", "1", "-q"]);
     for mode in ["prepared", "extended", "simple"] {
         let text = pgbench(&["-c", "16", "-j", "2", "-t", "100", "-M", mode]);

@@ -62,6 +62,26 @@ impl Env {
         self.proxy.listen_addr
     }
 
+    /// Runs pgbench through Meridian as the app user and returns its output (stdout then
+    /// stderr); panics with that output if pgbench fails.
+    pub fn pgbench(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.cluster.bin().path("pgbench"))
+            .args(["-h", "127.0.0.1", "-p", &self.addr().port().to_string()])
+            .args(["-U", creds::APP_USER])
+            .args(args)
+            .arg(creds::APP_DB)
+            .env("PGPASSWORD", creds::APP_PASSWORD)
+            .output()
+            .expect("pgbench runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+        text
+    }
+
     /// A libpq-style URL for `user`.
     pub fn url_for(&self, user: &str, password: &str) -> String {
         format!(
