@@ -6,6 +6,7 @@
 
 mod admin;
 mod auth;
+mod auto_prepare;
 mod bad_input;
 mod barrage;
 mod cli;

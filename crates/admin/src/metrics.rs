@@ -41,6 +41,7 @@ const SPECS: &[(&str, &str, MetricType, &[&str])] = &[
     ("meridian_reads_replica_total", "Reads served by a replica.", COUNTER, &[]),
     ("meridian_reads_primary_fallback_total", "Reads sent to the primary instead of a replica, by reason (token: no replica replayed the session's writes in time; unavailable: replicas lag or none is healthy; strong: strong consistency).", COUNTER, &["reason"]),
     ("meridian_read_your_writes_tokens_total", "Write positions recorded as session tokens.", COUNTER, &[]),
+    ("meridian_auto_prepare_total", "Auto-preparation of simple-protocol statements, by event (prepared: a statement prepared on a server connection; failed: the server refused the Parse and the statement runs unprepared; executed: a statement run as a prepared statement).", COUNTER, &["event"]),
     ("meridian_read_your_writes_wait_seconds", "Time reads waited for a replica to replay the session's last write.", HISTOGRAM, &[]),
     ("meridian_failovers_total", "Promotions (automatic or manual failovers and switchovers), by result.", COUNTER, &["result"]),
     ("meridian_last_failover_duration_seconds", "Duration of the last completed promotion.", GAUGE, &[]),
@@ -201,6 +202,13 @@ impl Collector for ProxyCollector {
             &[],
             load(&s.tokens_recorded),
         );
+        for (event, counter) in [
+            ("prepared", &s.auto_prepared),
+            ("failed", &s.auto_prepare_failed),
+            ("executed", &s.auto_executed),
+        ] {
+            out.counter("meridian_auto_prepare_total", &[event], load(counter));
+        }
         let counts: Vec<u64> = s
             .wait_buckets
             .iter()

@@ -120,6 +120,7 @@ mod fallback;
 mod functions;
 mod hint;
 mod kind;
+mod params;
 mod shape;
 mod statement;
 mod walk;
@@ -137,6 +138,10 @@ pub use functions::{
 };
 pub use hint::detect_hint;
 pub use kind::{Classification, DiscardScope, Hint, IsolationLevel, StatementKind};
+pub use params::{
+    parameterize, Param, Parameterized, INT4_OID, INT8_OID, MAX_AUTO_PARAMS, NUMERIC_OID,
+    UNKNOWN_OID,
+};
 pub use shape::normalize_literals;
 
 /// SQL text longer than this is not parsed: it is [`StatementKind::Unparsable`]

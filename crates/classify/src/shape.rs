@@ -62,7 +62,7 @@ pub fn normalize_literals(sql: &str, out: &mut String) {
 }
 
 /// Index just past a quoted run starting at `start` (doubled quotes stay inside).
-fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
+pub(crate) fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == q {
@@ -77,7 +77,7 @@ fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
     b.len()
 }
 
-fn skip_block_comment(b: &[u8], start: usize) -> usize {
+pub(crate) fn skip_block_comment(b: &[u8], start: usize) -> usize {
     let mut depth = 0usize;
     let mut i = start;
     while i < b.len() {

@@ -350,6 +350,16 @@ pub struct ProxyConfig {
     pub auth_failure_limit: u32,
     /// Length of the failed-authentication window, in seconds.
     pub auth_failure_window_s: u64,
+    /// Run repeated simple-protocol `SELECT`/`INSERT`/`UPDATE`/`DELETE` statements as prepared
+    /// statements, their literals passed as parameters, so Postgres parses and plans each
+    /// statement shape once per server connection (see docs/auto-prepare.md).
+    pub auto_prepare: bool,
+    /// How many times a statement shape must be seen on a server connection before it is
+    /// prepared there.
+    pub auto_prepare_min_uses: u32,
+    /// Most auto-prepared statements kept per server connection; beyond that the least
+    /// recently used is closed.
+    pub auto_prepare_max_statements: usize,
 }
 
 impl Default for ProxyConfig {
@@ -372,6 +382,9 @@ impl Default for ProxyConfig {
             idle_in_transaction_timeout_ms: 0,
             auth_failure_limit: 10,
             auth_failure_window_s: 60,
+            auto_prepare: false,
+            auto_prepare_min_uses: 2,
+            auto_prepare_max_statements: 200,
         }
     }
 }

@@ -24,6 +24,18 @@ impl Config {
                 "must be at least 1 (or set proxy.auth_failure_limit = 0 to disable the limit)",
             ));
         }
+        if self.proxy.auto_prepare_min_uses == 0 {
+            return Err(ConfigError::invalid(
+                "proxy.auto_prepare_min_uses",
+                "must be at least 1",
+            ));
+        }
+        if self.proxy.auto_prepare_max_statements == 0 {
+            return Err(ConfigError::invalid(
+                "proxy.auto_prepare_max_statements",
+                "must be at least 1 (or set proxy.auto_prepare = false)",
+            ));
+        }
         if self.proxy.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "proxy.max_message_bytes",
@@ -413,6 +425,23 @@ port = 55432
         ));
         assert!(e.starts_with("proxy.admin_token_file"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn auto_prepare_limits_must_be_positive() {
+        for key in ["auto_prepare_min_uses", "auto_prepare_max_statements"] {
+            let e = err(&GOOD.replace(
+                "region = \"eu\"",
+                &format!("region = \"eu\"\nauto_prepare = true\n{key} = 0"),
+            ));
+            assert!(e.starts_with(&format!("proxy.{key}")), "{e}");
+        }
+        let c = Config::from_toml(
+            &GOOD.replace("region = \"eu\"", "region = \"eu\"\nauto_prepare = true"),
+        )
+        .expect("valid");
+        assert!(c.proxy.auto_prepare);
+        assert_eq!(c.proxy.auto_prepare_min_uses, 2);
     }
 
     #[test]

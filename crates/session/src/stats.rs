@@ -44,6 +44,12 @@ pub struct Stats {
     pub reads_primary_strong: AtomicU64,
     /// Write-position probes that advanced a session token.
     pub tokens_recorded: AtomicU64,
+    /// Auto-preparation: statements prepared on a server connection.
+    pub auto_prepared: AtomicU64,
+    /// Auto-preparation: Parse requests the server refused (the statement runs unprepared).
+    pub auto_prepare_failed: AtomicU64,
+    /// Auto-preparation: simple-protocol statements run as a prepared statement.
+    pub auto_executed: AtomicU64,
     /// Catch-up waits: count per bucket (last: overflow), sum in microseconds.
     pub wait_buckets: [AtomicU64; 9],
     /// Sum of catch-up wait time, microseconds.
@@ -99,6 +105,9 @@ impl Default for Stats {
             reads_primary_fallback: AtomicU64::new(0),
             reads_primary_strong: AtomicU64::new(0),
             tokens_recorded: AtomicU64::new(0),
+            auto_prepared: AtomicU64::new(0),
+            auto_prepare_failed: AtomicU64::new(0),
+            auto_executed: AtomicU64::new(0),
             wait_buckets: Default::default(),
             wait_sum_us: AtomicU64::new(0),
             routed,

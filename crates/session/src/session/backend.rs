@@ -109,6 +109,8 @@ pub(crate) struct Backend {
     pub used: std::collections::HashMap<String, u64>,
     /// The counter behind `used`.
     pub clock: u64,
+    /// Auto-prepared statements (`proxy.auto_prepare`) on this connection.
+    pub auto: super::auto::AutoStatements,
 }
 
 /// Transaction pooling: named statements kept prepared per server connection. Beyond this, the
@@ -143,6 +145,7 @@ impl Backend {
             parses: std::collections::VecDeque::new(),
             used: std::collections::HashMap::new(),
             clock: 0,
+            auto: Default::default(),
         }
     }
 
@@ -202,7 +205,11 @@ impl Backend {
 /// What a scanned server frame means for the session.
 enum Event {
     Ready(u8),
-    Error { fatal: bool },
+    /// `stale`: a prepared statement is missing (26000) or no longer fits its plan (0A000).
+    Error {
+        fatal: bool,
+        stale: bool,
+    },
     Command(Option<&'static str>),
     CopyIn,
     ProbeRow(Option<Lsn>),
@@ -224,7 +231,13 @@ pub(crate) enum Owner {
         probe_later: bool,
         /// When the request went out, for the duration histogram.
         sent: std::time::Instant,
+        /// A simple Query sent as Bind/Describe/Execute/Sync of this auto-prepared statement:
+        /// BindComplete and NoData are not forwarded.
+        rewritten: Option<u128>,
     },
+    /// Meridian preparing a statement for auto-preparation (Parse, Sync): its replies are not
+    /// forwarded; `ok` once ParseComplete arrived.
+    Prepare { key: u128, ok: bool },
     /// `SELECT pg_current_wal_insert_lsn()` sent behind a request on the primary: its answer
     /// becomes the session's token.
     Probe,
@@ -243,6 +256,7 @@ impl Owner {
             probe: false,
             probe_later: false,
             sent: std::time::Instant::now(),
+            rewritten: None,
         }
     }
 
@@ -255,6 +269,7 @@ impl Owner {
             probe: false,
             probe_later: false,
             sent: std::time::Instant::now(),
+            rewritten: None,
         }
     }
 }
@@ -297,7 +312,19 @@ impl Session {
                     Ok(_) => break,
                     Err(e) => return Err(format!("invalid message from server: {e}")),
                 };
-                let silent = matches!(self.owners.front(), Some(Owner::Silent | Owner::Probe));
+                let silent = matches!(
+                    self.owners.front(),
+                    Some(Owner::Silent | Owner::Probe | Owner::Prepare { .. })
+                );
+                // Frames of an auto-prepared statement's reply that a simple Query has not.
+                let extra = matches!(h.tag, backend::BIND_COMPLETE | backend::NO_DATA)
+                    && matches!(
+                        self.owners.front(),
+                        Some(Owner::Client {
+                            rewritten: Some(_),
+                            ..
+                        })
+                    );
                 let held = h.tag == backend::READY_FOR_QUERY
                     && matches!(self.owners.front(), Some(Owner::Client { probe: true, .. }));
                 // A server that ends an idle session (shutdown, pg_terminate_backend) says why
@@ -312,6 +339,7 @@ impl Session {
                     && matches!(h.tag, backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE)
                     && is_shutdown(&rest[..h.len]);
                 let swallow = silent
+                    || extra
                     || held
                     || unsolicited
                     || retrying
@@ -328,7 +356,8 @@ impl Session {
                 ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty());
                 if swallow || interesting {
                     stop = Some((h.tag, h.len, swallow));
-                    replaying = silent;
+                    replaying =
+                        silent && !matches!(self.owners.front(), Some(Owner::Prepare { .. }));
                     break;
                 }
                 off += h.len;
@@ -368,9 +397,13 @@ impl Session {
                             }
                             Event::Error {
                                 fatal: matches!(severity, Some("FATAL") | Some("PANIC")),
+                                stale: matches!(f.code(), Some("26000") | Some("0A000")),
                             }
                         }
-                        Err(_) => Event::Error { fatal: false },
+                        Err(_) => Event::Error {
+                            fatal: false,
+                            stale: false,
+                        },
                     },
                     backend::COMMAND_COMPLETE => {
                         Event::Command(match parse::command_complete(body) {
@@ -390,6 +423,11 @@ impl Session {
                 self.to_client.extend_from_slice(&b.conn.rbuf[..len]);
             }
             b.conn.rbuf.advance(len);
+            if tag == backend::PARSE_COMPLETE {
+                if let Some(Owner::Prepare { ok, .. }) = self.owners.front_mut() {
+                    *ok = true;
+                }
+            }
             if tag == backend::PARSE_COMPLETE && b.swallow_parse > 0 {
                 b.swallow_parse -= 1;
             } else if tag == backend::CLOSE_COMPLETE && b.swallow_close > 0 {
@@ -411,10 +449,19 @@ impl Session {
                     }
                     self.ready(status);
                 }
-                Event::Error { fatal } => {
+                Event::Error { fatal, stale } => {
                     self.fatal_seen |= fatal && !swallow;
-                    if let Some(Owner::Client { error, .. }) = self.owners.front_mut() {
+                    if let Some(Owner::Client {
+                        error, rewritten, ..
+                    }) = self.owners.front_mut()
+                    {
                         *error = true;
+                        if let (true, Some(key)) = (stale, *rewritten) {
+                            // An auto-prepared statement the server lost (a client's DISCARD
+                            // Meridian did not see) or whose result type changed: prepared
+                            // afresh next time.
+                            b.auto.forget(key);
+                        }
                     }
                 }
                 Event::Command(tag) => {
@@ -493,6 +540,7 @@ impl Session {
                 }
                 self.hold_mark = None;
             }
+            Some(Owner::Prepare { key, ok }) => self.auto_settled(key, ok),
             Some(Owner::Silent) | None => {}
         }
     }
@@ -514,6 +562,7 @@ impl Session {
         };
         self.backends[node] = None;
         self.deactivate();
+        self.preparing = false;
         if std::mem::take(&mut self.retry_armed) {
             // A read on a replica that went away before answering: route it again.
             tracing::info!(node, %detail, "replica lost under a read; sending it elsewhere");

@@ -12,6 +12,7 @@ use meridian_wire::tag::frontend;
 use meridian_wire::{frame, messages, parse};
 use tracing::debug;
 
+use super::auto::Auto;
 use super::backend::Owner;
 use super::route::Need;
 use super::state::{quote_ident, Change, Prepared};
@@ -106,6 +107,10 @@ impl Session {
     }
 
     async fn on_query(&mut self, len: usize) -> Result<Step, SessionError> {
+        if self.preparing {
+            // This Query waits for its statement's preparation (see `auto`).
+            return Ok(Step::Stall);
+        }
         // Extended-protocol frames buffered before this Query must reach the server first.
         if !self.batch.is_empty() {
             match self.dispatch_batch().await? {
@@ -155,6 +160,10 @@ impl Session {
                 return Ok(Step::Done);
             }
         };
+        let auto = self.auto_plan(node, &class, len);
+        if let Auto::Prepare = auto {
+            return Ok(Step::Stall);
+        }
         let change = self.note_session_state(&class, node, len);
         if class.pins_session {
             self.sstate.pinned = true;
@@ -164,8 +173,16 @@ impl Session {
             b.unnamed = 0;
         }
         self.arm_retry(node, matches!(class.kind, StatementKind::Read), &[len]);
-        self.forward_client(len);
-        self.owners.push_back(Owner::query(change));
+        let mut owner = Owner::query(change);
+        if let Auto::Run(key) = auto {
+            self.emit_auto(key, len);
+            if let Owner::Client { rewritten, .. } = &mut owner {
+                *rewritten = Some(key);
+            }
+        } else {
+            self.forward_client(len);
+        }
+        self.owners.push_back(owner);
         let leaves_idle = match &class.kind {
             StatementKind::TxEnd => true,
             StatementKind::TxBegin { .. } | StatementKind::Empty => false,
@@ -551,6 +568,7 @@ impl Session {
                     b.statements.clear();
                     b.sql_prepared.clear();
                     b.unnamed = 0;
+                    b.auto.clear();
                 }
                 Some(Change::ResetAll)
             }
@@ -582,9 +600,13 @@ impl Session {
                 for n in &names {
                     self.sstate.sql_prepared.remove(n);
                 }
-                if let (None, Some(_), Some(b)) = (name, &self.pool, self.backends[node].as_mut()) {
-                    // DEALLOCATE ALL drops protocol-level statements too, shared ones included.
-                    b.statements.clear();
+                if let (None, Some(b)) = (name, self.backends[node].as_mut()) {
+                    // DEALLOCATE ALL drops protocol-level statements too: auto-prepared ones, and
+                    // under transaction pooling the shared ones.
+                    b.auto.clear();
+                    if self.pool.is_some() {
+                        b.statements.clear();
+                    }
                 }
                 for (i, slot) in self.backends.iter_mut().enumerate() {
                     if let Some(b) = slot {

@@ -12,6 +12,7 @@
 //! Both directions are buffered and written as the sockets allow, so a pipelining client can never
 //! deadlock the proxy against a server.
 
+mod auto;
 mod backend;
 mod broken;
 mod frontend;
@@ -143,6 +144,10 @@ pub struct Session {
     /// Transaction pooling: server connections come from the shared pools and go back between
     /// transactions (`None` in session mode).
     pool: Option<PoolSettings>,
+    /// Auto-preparation: the literals of the Query being routed, as parameters.
+    params: meridian_classify::Parameterized,
+    /// Auto-preparation: a statement is being prepared and the client's Query waits for it.
+    preparing: bool,
 }
 
 /// A transaction-pooled session's pool parameters.
@@ -238,6 +243,8 @@ impl Session {
             last_command_rollback: false,
             probe_lsn: None,
             pool,
+            params: Default::default(),
+            preparing: false,
         };
         let key = session.param_key();
         if let Some(p) = &mut session.pool {

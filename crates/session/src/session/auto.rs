@@ -1,0 +1,301 @@
+//! Auto-preparation (`proxy.auto_prepare`): a simple-protocol statement seen often enough on a
+//! server connection is prepared there, its literals turned into typed parameters
+//! (`meridian_classify::parameterize`), and from then on runs as Bind/Describe/Execute/Sync of
+//! that statement. Postgres then skips parsing and, once it settles on a generic plan, planning.
+//!
+//! The client sees exactly the reply of its simple Query: BindComplete and NoData are dropped,
+//! RowDescription (text formats, from Describe) and the rest pass unchanged.
+//!
+//! A statement is prepared in a request of its own (Parse, Sync), only outside a transaction and
+//! with nothing else in flight, and the client's Query waits for the answer. A Parse the server
+//! refuses therefore costs the client nothing: the Query runs unprepared, as it came, and the
+//! statement is not tried again on that connection. Inside a transaction only statements the
+//! connection already has are used, so no Parse can abort the client's transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use bytes::{BufMut, BytesMut};
+use meridian_classify::{Classification, Parameterized, StatementKind};
+use meridian_wire::tag::frontend;
+use meridian_wire::{frame, parse};
+
+use super::backend::Owner;
+use super::Session;
+use crate::Stats;
+
+/// What becomes of a simple Query.
+pub(super) enum Auto {
+    /// Sent as it came.
+    Plain,
+    /// Its statement is being prepared first: the Query waits.
+    Prepare,
+    /// Run as the connection's prepared statement with this key.
+    Run(u128),
+}
+
+/// Shapes counted per connection before the counts are dropped (bounds memory for clients that
+/// send ever-new statements).
+const MAX_SEEN: usize = 4096;
+
+/// Maps keyed by an auto-prepared statement's key, itself a hash: no hashing again.
+pub(crate) type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+
+/// Hashes a `u128` key by taking its low bits.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// What a server connection knows of auto-prepared statements.
+#[derive(Debug, Default)]
+pub(crate) struct AutoStatements {
+    /// Prepared here, with when each was last used (a counter).
+    prepared: KeyMap<u64>,
+    /// Times each shape not yet prepared was seen here.
+    seen: KeyMap<u32>,
+    /// The server refused to prepare these.
+    failed: KeySet,
+    clock: u64,
+}
+
+impl AutoStatements {
+    /// Forgets every prepared statement (`DISCARD ALL`, `DEALLOCATE ALL`).
+    pub fn clear(&mut self) {
+        self.prepared.clear();
+    }
+
+    /// Forgets one that the server no longer has or must not use any more.
+    pub fn forget(&mut self, key: u128) {
+        self.prepared.remove(&key);
+    }
+
+    /// Notes the outcome of preparing `key`.
+    pub fn settle(&mut self, key: u128, ok: bool) {
+        if ok {
+            self.clock += 1;
+            self.prepared.insert(key, self.clock);
+        } else {
+            if self.failed.len() >= MAX_SEEN {
+                self.failed.clear();
+            }
+            self.failed.insert(key);
+        }
+    }
+}
+
+/// The statement key of a parameterized text: a 128-bit hash of the text and parameter types.
+fn key_of(p: &Parameterized) -> u128 {
+    let half = |seed: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        p.text.hash(&mut h);
+        for param in &p.params {
+            param.oid.hash(&mut h);
+        }
+        h.finish()
+    };
+    (u128::from(half(3)) << 64) | u128::from(half(4))
+}
+
+/// Appends the statement name of `key`, NUL-terminated.
+fn put_name(out: &mut BytesMut, key: u128) {
+    use std::fmt::Write;
+    struct W<'a>(&'a mut BytesMut);
+    impl Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.put_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = write!(W(out), "meridian_auto_{key:032x}");
+    out.put_u8(0);
+}
+
+/// Writes the frame length of the frame that starts at `start` (its tag) into its header.
+fn patch_len(out: &mut BytesMut, start: usize) {
+    let len = u32::try_from(out.len() - start - 1).unwrap_or(u32::MAX);
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+const SYNC: [u8; 5] = [frontend::SYNC, 0, 0, 0, 4];
+
+impl Session {
+    /// Decides how the simple Query of `len` bytes at the head of `crbuf`, bound for `node`,
+    /// runs; queues the preparation of its statement when that is due.
+    pub(super) fn auto_plan(&mut self, node: usize, class: &Classification, len: usize) -> Auto {
+        let cfg = self.state.live.load();
+        let p = &cfg.proxy;
+        if !p.auto_prepare
+            || class.statements != 1
+            || class.pins_session
+            || !matches!(class.kind, StatementKind::Read | StatementKind::Write)
+            || self.batch_target.is_some()
+            || self.tx_status == b'E'
+        {
+            return Auto::Plain;
+        }
+        let Ok(sql) = parse::query_sql(frame::body(&self.crbuf[..len])) else {
+            return Auto::Plain;
+        };
+        if !meridian_classify::parameterize(sql, &mut self.params) {
+            return Auto::Plain;
+        }
+        let key = key_of(&self.params);
+        let Some(b) = self.backends[node].as_mut() else {
+            return Auto::Plain;
+        };
+        let auto = &mut b.auto;
+        if let Some(used) = auto.prepared.get_mut(&key) {
+            auto.clock += 1;
+            *used = auto.clock;
+            return Auto::Run(key);
+        }
+        // A Parse the server refuses must not abort the client's transaction or fail a request
+        // pipelined ahead of it.
+        if auto.failed.contains(&key) || self.tx_status != b'I' || !self.owners.is_empty() {
+            return Auto::Plain;
+        }
+        let seen = auto.seen.entry(key).or_insert(0);
+        *seen += 1;
+        if *seen < p.auto_prepare_min_uses {
+            if auto.seen.len() > MAX_SEEN {
+                auto.seen.clear();
+            }
+            return Auto::Plain;
+        }
+        auto.seen.remove(&key);
+        let mut out = BytesMut::with_capacity(64 + self.params.text.len());
+        if auto.prepared.len() >= p.auto_prepare_max_statements {
+            // Room for one more: close the least recently used.
+            if let Some(old) = auto
+                .prepared
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| *k)
+            {
+                auto.prepared.remove(&old);
+                out.put_u8(frontend::CLOSE);
+                out.put_u32(0);
+                out.put_u8(b'S');
+                put_name(&mut out, old);
+                patch_len(&mut out, 0);
+            }
+        }
+        let start = out.len();
+        out.put_u8(frontend::PARSE);
+        out.put_u32(0);
+        put_name(&mut out, key);
+        out.put_slice(self.params.text.as_bytes());
+        out.put_u8(0);
+        out.put_i16(i16::try_from(self.params.params.len()).unwrap_or(i16::MAX));
+        for param in &self.params.params {
+            out.put_u32(param.oid);
+        }
+        patch_len(&mut out, start);
+        out.put_slice(&SYNC);
+        if self.pool.is_some() {
+            // Transaction pooling tracks every Parse on the connection.
+            b.parses.push_back((None, self.owners.len(), true));
+        }
+        self.to_backend.extend_from_slice(&out);
+        self.owners.push_back(Owner::Prepare { key, ok: false });
+        self.preparing = true;
+        Auto::Prepare
+    }
+
+    /// Queues the simple Query of `len` bytes at the head of `crbuf` as Bind/Describe/Execute/
+    /// Sync of prepared statement `key`, with the literal values `auto_plan` found, and consumes
+    /// it.
+    pub(super) fn emit_auto(&mut self, key: u128, len: usize) {
+        let out = &mut self.to_backend;
+        let sql = parse::query_sql(frame::body(&self.crbuf[..len])).unwrap_or_default();
+        let start = out.len();
+        out.put_u8(frontend::BIND);
+        out.put_u32(0);
+        out.put_u8(0); // the unnamed portal
+        put_name(out, key);
+        out.put_i16(0); // every parameter in text format
+        out.put_i16(i16::try_from(self.params.params.len()).unwrap_or(i16::MAX));
+        for i in 0..self.params.params.len() {
+            let v = self.params.value(sql, i);
+            out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+            out.put_slice(v.as_bytes());
+        }
+        out.put_i16(0); // every result column in text format, as a simple Query returns them
+        patch_len(out, start);
+        out.put_slice(&[frontend::DESCRIBE, 0, 0, 0, 6, b'P', 0]);
+        out.put_slice(&[frontend::EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+        out.put_slice(&SYNC);
+        bytes::Buf::advance(&mut self.crbuf, len);
+        Stats::inc(&self.state.stats.auto_executed);
+    }
+
+    /// The preparation of `key` on the active backend was answered.
+    pub(super) fn auto_settled(&mut self, key: u128, ok: bool) {
+        self.preparing = false;
+        if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+            b.auto.settle(key, ok);
+        }
+        let stats = &self.state.stats;
+        Stats::inc(if ok {
+            &stats.auto_prepared
+        } else {
+            &stats.auto_prepare_failed
+        });
+        if !ok {
+            tracing::debug!("the server refused to prepare a statement; it runs unprepared");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_namedatalen_and_frames_parse() {
+        let mut out = BytesMut::new();
+        out.put_u8(frontend::CLOSE);
+        out.put_u32(0);
+        out.put_u8(b'S');
+        put_name(&mut out, u128::MAX);
+        patch_len(&mut out, 0);
+        let (kind, name) = parse::close_target(frame::body(&out)).expect("valid Close");
+        assert_eq!(kind, b'S');
+        assert!(
+            name.starts_with("meridian_auto_") && name.len() < 64,
+            "{name}"
+        );
+        let h = frame::peek_frame(&out, 1 << 20)
+            .expect("ok")
+            .expect("frame");
+        assert_eq!(h.len, out.len());
+    }
+
+    #[test]
+    fn keys_differ_by_text_and_types() {
+        let mut a = Parameterized::default();
+        assert!(meridian_classify::parameterize("select 1", &mut a));
+        let mut b = Parameterized::default();
+        assert!(meridian_classify::parameterize("select 1", &mut b));
+        assert_eq!(key_of(&a), key_of(&b));
+        assert!(meridian_classify::parameterize("select 5000000000", &mut b));
+        assert_ne!(key_of(&a), key_of(&b), "int4 and int8 parameters");
+        assert!(meridian_classify::parameterize("select 'x'", &mut b));
+        assert_ne!(key_of(&a), key_of(&b));
+    }
+}

@@ -1,0 +1,229 @@
+//! Auto-preparation (`proxy.auto_prepare`) on a real cluster: simple-protocol statements run as
+//! prepared statements, and what the client receives is what Postgres itself answers to the
+//! simple Query, frame for frame.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use meridian_config::{Config, PoolMode};
+use meridian_wire::tag::backend;
+use meridian_wire::{frame, messages, parse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{raw_login, Env};
+
+fn auto(c: &mut Config) {
+    c.proxy.auto_prepare = true;
+    c.proxy.auto_prepare_min_uses = 2;
+}
+
+/// One reply frame, with what may legitimately differ removed: an error's position (a
+/// parameter has none) and ParameterStatus (Meridian adds `meridian.lsn`).
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Frame(u8, Vec<u8>),
+    Error(String, String),
+}
+
+/// Sends `sql` as a simple Query and reads its reply up to ReadyForQuery.
+async fn simple(s: &mut TcpStream, buf: &mut BytesMut, sql: &str) -> Vec<Reply> {
+    let mut out = BytesMut::new();
+    messages::query(&mut out, sql);
+    s.write_all(&out).await.expect("send");
+    let mut replies = Vec::new();
+    loop {
+        while let Some((tag, f)) = frame::split_frame(buf, 1 << 30).expect("frame") {
+            match tag {
+                backend::PARAMETER_STATUS => {}
+                backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE => {
+                    let e = parse::ErrorFields::parse(frame::body(&f)).expect("fields");
+                    replies.push(Reply::Error(
+                        e.code().unwrap_or_default().to_string(),
+                        e.message().unwrap_or_default().to_string(),
+                    ));
+                }
+                _ => replies.push(Reply::Frame(tag, frame::body(&f).to_vec())),
+            }
+            if tag == backend::READY_FOR_QUERY {
+                return replies;
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("timely answer")
+            .expect("read");
+        assert!(n > 0, "closed during {sql}");
+    }
+}
+
+/// Statements whose replies are compared; each runs three times in a row (the second run
+/// prepares it, the third uses the prepared statement).
+const STATEMENTS: &[&str] = &[
+    "SELECT id, name FROM ap WHERE id = 1",
+    "SELECT id, name FROM ap WHERE id = 1;",
+    "SELECT 1, 'a', 1.5, 3000000000, -2147483648, 99999999999999999999, 2e3, -7",
+    "SELECT id FROM ap ORDER BY 1 DESC LIMIT 2",
+    "SELECT name, count(*) FROM ap GROUP BY 1 HAVING count(*) > 0 ORDER BY 1",
+    "SELECT DISTINCT ON (1) name, id FROM ap ORDER BY 1, 2",
+    "SELECT 'xyzw'::varchar(3), 12.345::numeric(5,1), cast(12.3 as numeric(4,1))",
+    "SELECT date '2020-01-02' + 1, interval '1 day' * 2, timestamptz '2020-01-01 00:00+00' AT TIME ZONE 'UTC'",
+    "SELECT 'it''s', E'tab\\there', 'a' || 'b', 'a'\n'b'",
+    "SELECT name FROM ap WHERE name LIKE 'a%' AND id BETWEEN 1 AND 3 ORDER BY id",
+    "SELECT * FROM ap WHERE id = 1",
+    "SELECT amount, amount > 1.5 FROM ap WHERE amount IS NOT NULL ORDER BY id",
+    "SELECT id FROM ap WHERE ts > '2020-01-01' AND tags @> '{x}' ORDER BY id",
+    "SELECT count(*) FROM ap WHERE id = 'abc'",
+    "SELECT nosuch FROM ap WHERE id = 1",
+    "SELECT 2147483647 + 1",
+    "SELECT 1 / 0 FROM ap WHERE id = 1",
+    "UPDATE ap SET big = big + 1 WHERE id = 2",
+    "UPDATE ap SET name = 'x' WHERE id = 999",
+    "INSERT INTO ap (id, name) VALUES (100, 'n') ON CONFLICT (id) DO UPDATE SET name = 'n' RETURNING id, name",
+    "DELETE FROM ap WHERE id = 999 RETURNING id",
+    "VALUES (1, 'a'), (2, 'b')",
+    "SELECT CASE WHEN id = 1 THEN 'one' ELSE 'other' END, id IN (1, 2) FROM ap ORDER BY id",
+    "SELECT x FROM generate_series(1, 3) x",
+    "SELECT json_build_object('a', 1)::text",
+    "SELECT 'a' = 'a', pg_typeof(1), pg_typeof('a'), pg_typeof(1.5), pg_typeof(3000000000)",
+    "SELECT $1",
+    "SELECT sum(id) OVER (PARTITION BY name ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM ap ORDER BY id",
+    "SELECT substring(name FROM 1 FOR 1), name IS DISTINCT FROM 'b' FROM ap ORDER BY id",
+];
+
+fn setup(env: &Env) {
+    env.primary_sql(
+        "CREATE TABLE ap (id int PRIMARY KEY, name text, amount numeric(10,2), big bigint, \
+         ts timestamptz, tags text[]);
+         INSERT INTO ap VALUES (1, 'a', 1.25, 5000000000, '2021-01-01', '{x,y}'),
+                               (2, 'b', 2.50, 1, '2019-01-01', '{z}'),
+                               (3, 'a', NULL, NULL, '2022-06-01', '{x}');
+         GRANT ALL ON ap TO PUBLIC;",
+    );
+}
+
+async fn compare(meridian: SocketAddr, direct: SocketAddr) {
+    let (mut m, mut mbuf) = raw_login(meridian).await;
+    let (mut d, mut dbuf) = raw_login(direct).await;
+    for sql in STATEMENTS {
+        for round in 0..3 {
+            let got = simple(&mut m, &mut mbuf, sql).await;
+            let want = simple(&mut d, &mut dbuf, sql).await;
+            assert_eq!(got, want, "{sql} (run {round})");
+        }
+    }
+    // In a transaction: statements prepared earlier are used, errors abort it as usual.
+    for sql in [
+        "BEGIN",
+        "SELECT id, name FROM ap WHERE id = 2",
+        "SELECT id, name FROM ap WHERE id = 3",
+        "SELECT 1 / 0 FROM ap WHERE id = 1",
+        "SELECT id, name FROM ap WHERE id = 1",
+        "ROLLBACK",
+        "SELECT id, name FROM ap WHERE id = 1",
+    ] {
+        let got = simple(&mut m, &mut mbuf, sql).await;
+        let want = simple(&mut d, &mut dbuf, sql).await;
+        assert_eq!(got, want, "{sql} (in a transaction)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_those_of_the_simple_query() {
+    let env = Env::start_with(0, auto).await;
+    setup(&env);
+    compare(env.addr(), env.cluster.primary().addr()).await;
+    let s = &env.proxy.state.stats;
+    let prepared = s.auto_prepared.load(Ordering::Relaxed);
+    let executed = s.auto_executed.load(Ordering::Relaxed);
+    let failed = s.auto_prepare_failed.load(Ordering::Relaxed);
+    assert!(prepared >= 15, "prepared {prepared}");
+    assert!(executed >= 30, "executed {executed}");
+    // json_build_object('a', ...) and pg_typeof('a') take "any": an untyped parameter there
+    // cannot be prepared, and the Query ran as it came.
+    assert!(failed >= 2, "failed {failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_match_under_transaction_pooling() {
+    let env = Env::start_with(0, |c| {
+        auto(c);
+        c.pool.pool_mode = PoolMode::Transaction;
+        c.pool.pool_size = 2;
+    })
+    .await;
+    setup(&env);
+    compare(env.addr(), env.cluster.primary().addr()).await;
+    assert!(env.proxy.state.stats.auto_executed.load(Ordering::Relaxed) >= 30);
+}
+
+/// `n` of a one-value reply.
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    let msgs = client.simple_query(sql).await.expect(sql);
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .expect("a value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_prepared_again_after_discard_and_schema_changes() {
+    let env = Env::start_with(0, auto).await;
+    setup(&env);
+    let client = env.connect().await;
+    // (Dollar-quoted: this query itself is never auto-prepared.)
+    let mine = "SELECT count(*) FROM pg_prepared_statements WHERE name ~ $$^meridian_auto_$$";
+    for _ in 0..3 {
+        client
+            .simple_query("SELECT name FROM ap WHERE id = 1")
+            .await
+            .expect("select");
+    }
+    assert!(count(&client, mine).await >= 1);
+    for reset in ["DEALLOCATE ALL", "DISCARD ALL"] {
+        client.simple_query(reset).await.expect(reset);
+        assert_eq!(count(&client, mine).await, 0, "after {reset}");
+        for _ in 0..3 {
+            let rows = client
+                .simple_query("SELECT name FROM ap WHERE id = 1")
+                .await
+                .expect("select after reset");
+            assert!(rows.iter().any(
+                |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("a"))
+            ));
+        }
+        assert!(
+            count(&client, mine).await >= 1,
+            "prepared again after {reset}"
+        );
+    }
+    // The result type of a prepared statement changes: Postgres refuses the old statement
+    // once (0A000); Meridian prepares it again and the next run works.
+    env.primary_sql("ALTER TABLE ap ALTER COLUMN name TYPE varchar(20)");
+    let first = client
+        .simple_query("SELECT name FROM ap WHERE id = 1")
+        .await;
+    if let Err(e) = &first {
+        assert_eq!(crate::support::sqlstate(e).as_deref(), Some("0A000"), "{e}");
+    }
+    for _ in 0..3 {
+        client
+            .simple_query("SELECT name FROM ap WHERE id = 1")
+            .await
+            .expect("prepared again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_runs_prepared_on_replicas() {
+    let env = Env::start_with(1, auto).await;
+    env.pgbench(&["-i", "-s", "1", "-q"]);
+    let out = env.pgbench(&["-S", "-n", "-c", "4", "-j", "2", "-t", "500"]);
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+    let s = &env.proxy.state.stats;
+    assert!(s.auto_executed.load(Ordering::Relaxed) >= 1_500, "{out}");
+    assert!(s.reads_replica.load(Ordering::Relaxed) >= 1_500);
+}
