@@ -60,13 +60,16 @@ APP_USER, APP_PW, APP_DB = "app", "app-secret", "app"
 MD5_USER, MD5_PW = "app_md5", "md5-secret"
 
 TARGET_ORDER = ["direct", "pgbouncer", "pgpool", "meridian-passthrough", "meridian-routing",
-                "meridian-txpool"]
+                "meridian-autoprep", "meridian-txpool"]
+# The Meridian targets whose failure fails the smoke run.
+SMOKE_MERIDIAN = ("meridian-routing", "meridian-autoprep", "meridian-txpool")
 TARGET_TITLES = {
     "direct": "direct (primary)",
     "pgbouncer": "PgBouncer (transaction)",
     "pgpool": "Pgpool-II (load balance)",
     "meridian-passthrough": "Meridian passthrough",
     "meridian-routing": "Meridian routing (session)",
+    "meridian-autoprep": "Meridian routing + auto-prepare",
     "meridian-txpool": "Meridian routing (transaction pool)",
 }
 
@@ -766,13 +769,15 @@ def chown_tree(path: Path, user: str | None) -> None:
             os.chown(os.path.join(root, f), pw.pw_uid, pw.pw_gid)
 
 
-def meridian_config(cluster: Cluster, port: int, passthrough: bool, txpool: bool = False) -> str:
+def meridian_config(cluster: Cluster, port: int, passthrough: bool, txpool: bool = False,
+                    autoprep: bool = False) -> str:
     text = f"""\
 [proxy]
 listen = "127.0.0.1:{port}"
 region = "local"
 max_client_connections = 10000
 worker_threads = {os.environ.get("MERIDIAN_WORKER_THREADS", "0")}
+auto_prepare = {"true" if autoprep else "false"}
 
 [monitor]
 user = "{SUPERUSER}"
@@ -812,7 +817,8 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     d.mkdir()
     port = free_port()
     conf = d / "meridian.toml"
-    conf.write_text(meridian_config(cluster, port, passthrough, key == "meridian-txpool"))
+    conf.write_text(meridian_config(cluster, port, passthrough, key == "meridian-txpool",
+                                    key == "meridian-autoprep"))
     check = subprocess.run([str(meridian), "check-config", str(conf)], capture_output=True,
                            text=True, timeout=30)
     if check.returncode != 0:
@@ -835,6 +841,8 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     note = ("`[routing] passthrough = true`: every statement to the primary, unclassified"
             if passthrough else
             "default routing (reads to replicas, round robin), `[consistency] mode = \"session\"`")
+    if key == "meridian-autoprep":
+        note += ", `[proxy] auto_prepare = true` (simple-protocol statements run prepared)"
     if key == "meridian-txpool":
         note += (f", `[pool] pool_mode = \"transaction\"`, `pool_size = {TXPOOL_SIZE}` "
                  "(per node: primary and each replica)")
@@ -1125,7 +1133,7 @@ class Bench:
         # Targets.
         wanted = [t for t in TARGET_ORDER if not o.targets or t in o.targets]
         if smoke:
-            wanted = [t for t in wanted if t in ("direct", "meridian-routing", "meridian-txpool")
+            wanted = [t for t in wanted if t == "direct" or t in SMOKE_MERIDIAN
                       or (t == "pgbouncer" and find_exe("pgbouncer"))]
         for key in wanted:
             if key == "direct":
@@ -1208,9 +1216,9 @@ class Bench:
         if smoke:
             bad = [f"{w}/{t}: {r.reason}" for w, rs in self.results.items()
                    for t, r in rs.items()
-                   if t in ("direct", "meridian-routing", "meridian-txpool") and not r.ok]
+                   if (t == "direct" or t in SMOKE_MERIDIAN) and not r.ok]
             bad += [f"{t} did not start: {why}" for t, why in self.skipped.items()
-                    if t in ("meridian-routing", "meridian-txpool")]
+                    if t in SMOKE_MERIDIAN]
             rss = self.rss.get("meridian-routing", {})
             if "error" in rss or rss.get("ok", idle_n) < idle_n:
                 bad.append(f"idle connections to meridian-routing: {rss}")
