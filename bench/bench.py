@@ -177,9 +177,18 @@ def run_as_kwargs(user: str | None) -> dict:
 # Processes we start (and only those) are tracked here and stopped in reverse order.
 
 
+# Whether each started server gets a session of its own (`--sched separate`). With the
+# kernel's autogroup scheduling (sched_autogroup_enabled, on in most distributions) a session
+# is a scheduling group that gets a fair share of CPU as a whole, as a systemd service's cgroup
+# does; by default every process stays in the bench's session and the scheduler weighs
+# threads, as when everything is started from one shell.
+SEPARATE_SESSIONS = False
+
+
 class Proc:
-    """A long-running child in its own session. `stop` signals only this child (then, if it
-    does not exit, its own process group, which holds only processes it started)."""
+    """A long-running child in its own process group (and session with `--sched separate`).
+    `stop` signals only this child (then, if it does not exit, its own process group, which
+    holds only processes it started)."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None,
                  user: str | None = None, stop_signal: int = signal.SIGTERM,
@@ -202,7 +211,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=cwd,
-            start_new_session=True,
+            **({"start_new_session": True} if SEPARATE_SESSIONS else {"process_group": 0}),
             **run_as_kwargs(user),
         )
         self.pid = self.popen.pid
@@ -1242,6 +1251,18 @@ class Bench:
             pass
         L.append(f"- pgbench scale {o.scale}, `-T {o.duration}` per run (`-C` runs half as "
                  "long), `-n`, `-j 2`; every proxy, pgbench and PostgreSQL share the same box")
+        try:
+            autogroup = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+        except OSError:
+            autogroup = False
+        if o.sched == "separate":
+            L.append("- `--sched separate`: the cluster and each proxy run in sessions of their "
+                     "own" + (", which the kernel schedules as separate groups (autogroups), "
+                              "like services in their own cgroups" if autogroup else
+                              " (autogroups are off on this kernel: no effect)"))
+        else:
+            L.append("- `--sched shared`: every process in one scheduling group (as when "
+                     "started from one shell)")
         L.append("")
         L.append("Targets:")
         L.append("")
@@ -1364,7 +1385,13 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None,
                    help="report path (default bench/results/<date>.md; smoke writes none)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--sched", choices=["shared", "separate"], default="shared",
+                   help="shared (default): every process in the bench's scheduling group; "
+                        "separate: each server (cluster, each proxy) in a session of its own, "
+                        "which the kernel's autogroups schedule as a group, like services")
     o = p.parse_args(argv)
+    global SEPARATE_SESSIONS
+    SEPARATE_SESSIONS = o.sched == "separate"
     if o.duration is None:
         o.duration = 2 if o.smoke else 15
     if o.scale is None:

@@ -114,6 +114,56 @@ pub fn classifier(data: &[u8]) {
     assert!(cache.is_empty() && cache.approx_bytes() == 0);
 }
 
+/// Auto-prepare parameterization: the input (lossily decoded as UTF-8) goes through
+/// [`crate::parameterize`], which must not panic. When it qualifies, putting each parameter's
+/// literal back in place of its `$n` gives the input again (offsets, quoting and numbering are
+/// consistent), the values are what the literals denote (doubled quotes undone), and the types
+/// are the ones documented.
+pub fn parameterize(data: &[u8]) {
+    let sql = String::from_utf8_lossy(data);
+    let mut p = crate::Parameterized::default();
+    if !crate::parameterize(&sql, &mut p) {
+        return;
+    }
+    assert!(p.params.len() <= crate::MAX_AUTO_PARAMS);
+    let mut rebuilt = String::new();
+    let mut rest = p.text.as_str();
+    let mut n = 0;
+    while let Some(at) = rest.find('$') {
+        rebuilt.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let index: usize = rest[at + 1..at + 1 + digits].parse().expect("$n");
+        n += 1;
+        assert_eq!(index, n, "parameters numbered in order");
+        let param = p.params[index - 1];
+        if param.quoted {
+            rebuilt.push('\'');
+            rebuilt.push_str(&sql[param.start..param.end]);
+            rebuilt.push('\'');
+            assert_eq!(param.oid, crate::UNKNOWN_OID);
+            assert_eq!(
+                p.value(&sql, index - 1),
+                sql[param.start..param.end].replace("''", "'")
+            );
+        } else {
+            let lit = &sql[param.start..param.end];
+            rebuilt.push_str(lit);
+            assert!(lit.bytes().next().is_some_and(|b| b.is_ascii_digit()));
+            assert!(matches!(
+                param.oid,
+                crate::INT4_OID | crate::INT8_OID | crate::NUMERIC_OID
+            ));
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    rebuilt.push_str(rest);
+    assert_eq!(n, p.params.len(), "every parameter appears once");
+    assert_eq!(rebuilt, sql, "parameters put back give the input");
+}
+
 fn check_classification(c: &Classification, sql: &str, o: &FunctionOverrides) {
     assert_eq!(c.hint, detect_hint(sql), "hint differs from detect_hint");
     assert_eq!(
