@@ -200,21 +200,54 @@ async fn statements_are_prepared_again_after_discard_and_schema_changes() {
             "prepared again after {reset}"
         );
     }
-    // The result type of a prepared statement changes: Postgres refuses the old statement
-    // once (0A000); Meridian prepares it again and the next run works.
-    env.primary_sql("ALTER TABLE ap ALTER COLUMN name TYPE varchar(20)");
-    let first = client
-        .simple_query("SELECT name FROM ap WHERE id = 1")
-        .await;
-    if let Err(e) = &first {
-        assert_eq!(crate::support::sqlstate(e).as_deref(), Some("0A000"), "{e}");
+    // A DEALLOCATE ALL Meridian does not see (sent with the extended protocol): the statement is
+    // gone from the server (26000 at Bind), and the Query runs again as it came.
+    client
+        .execute("DEALLOCATE ALL", &[])
+        .await
+        .expect("deallocate");
+    let select = "SELECT name FROM ap WHERE id = 1";
+    client.simple_query(select).await.expect("statement lost");
+    for _ in 0..3 {
+        client.simple_query(select).await.expect("prepared again");
     }
+    assert!(count(&client, mine).await >= 1);
+    // The result type changes: Postgres refuses the prepared statement (0A000 "cached plan
+    // must not change result type"); outside a transaction the Query runs again as it came.
+    env.primary_sql("ALTER TABLE ap ALTER COLUMN name TYPE varchar(20)");
+    client.simple_query(select).await.expect("after ALTER");
+    for _ in 0..3 {
+        client.simple_query(select).await.expect("prepared again");
+    }
+    // Inside a transaction nothing can be run again: the error reaches the client once, as it
+    // would with any prepared statement. (Another statement shape: the one above was found stale
+    // twice on this connection and is no longer prepared here.)
+    let other = "SELECT id, name FROM ap WHERE id = 2";
+    for _ in 0..3 {
+        client.simple_query(other).await.expect("other statement");
+    }
+    env.primary_sql("ALTER TABLE ap ALTER COLUMN name TYPE text");
+    client.simple_query("BEGIN").await.expect("begin");
+    let e = client
+        .simple_query(other)
+        .await
+        .err()
+        .expect("stale statement in a transaction");
+    assert_eq!(
+        crate::support::sqlstate(&e).as_deref(),
+        Some("0A000"),
+        "{e}"
+    );
+    client.simple_query("ROLLBACK").await.expect("rollback");
     for _ in 0..3 {
         client
-            .simple_query("SELECT name FROM ap WHERE id = 1")
+            .simple_query(other)
             .await
-            .expect("prepared again");
+            .expect("after the transaction");
+        client.simple_query(select).await.expect("unprepared");
     }
+    let s = &env.proxy.state.stats;
+    assert!(s.auto_executed.load(Ordering::Relaxed) >= 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,12 @@ impl Walker<'_> {
             }
             None => {
                 let shown = display_name(name);
+                if shown.is_empty() {
+                    // `""(1)`: Postgres rejects a zero-length name; there is nothing to look
+                    // up (found by the classifier fuzz target).
+                    self.found.function_write.get_or_insert("unnamed function");
+                    return;
+                }
                 if !self.found.unknown.contains(&shown) {
                     self.found.unknown.push(shown);
                 }

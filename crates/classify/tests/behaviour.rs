@@ -421,3 +421,11 @@ fn sql_standard_function_body_is_one_statement() {
                BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END");
     assert_eq!((r.kind, r.statements), (StatementKind::Write, 1));
 }
+
+#[test]
+fn a_call_of_an_empty_quoted_name_goes_to_the_primary() {
+    // Postgres rejects `""` (a zero-length identifier): nothing to look up in the catalog.
+    let r = c("SELECT \"\"(1), lower('x')");
+    assert!(r.needs_primary(), "{r:?}");
+    assert!(r.unknown_functions.is_empty(), "{r:?}");
+}

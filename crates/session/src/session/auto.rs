@@ -12,7 +12,7 @@
 //! statement is not tried again on that connection. Inside a transaction only statements the
 //! connection already has are used, so no Parse can abort the client's transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use bytes::{BufMut, BytesMut};
@@ -67,8 +67,10 @@ pub(crate) struct AutoStatements {
     prepared: KeyMap<u64>,
     /// Times each shape not yet prepared was seen here.
     seen: KeyMap<u32>,
-    /// The server refused to prepare these.
+    /// The server refused to prepare these (or kept refusing them at Bind).
     failed: KeySet,
+    /// Times each was found stale at Bind (see `Session::auto_stale`).
+    stale: KeyMap<u8>,
     clock: u64,
 }
 
@@ -81,6 +83,17 @@ impl AutoStatements {
     /// Forgets one that the server no longer has or must not use any more.
     pub fn forget(&mut self, key: u128) {
         self.prepared.remove(&key);
+    }
+
+    /// `key` was refused at Bind as stale: forgotten, and after the second time not prepared
+    /// again on this connection.
+    fn stale(&mut self, key: u128) {
+        self.prepared.remove(&key);
+        let n = self.stale.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        if *n >= 2 {
+            self.failed.insert(key);
+        }
     }
 
     /// Notes the outcome of preparing `key`.
@@ -132,6 +145,46 @@ fn patch_len(out: &mut BytesMut, start: usize) {
 }
 
 const SYNC: [u8; 5] = [frontend::SYNC, 0, 0, 0, 4];
+
+/// Whether the request at the head of `owners` runs an auto-prepared statement whose Bind the
+/// server has not accepted yet (`bound`), outside a transaction (every earlier request has
+/// answered, so `tx_status` is the one it ran in), with nothing sent behind it but its own
+/// write-position probe. Its Query, as it came, is then the last one kept in
+/// `Session::auto_query`, and it can run again (see `Session::auto_stale`).
+pub(super) fn retryable(owners: &VecDeque<Owner>, bound: bool, tx_status: u8) -> bool {
+    let mut owners = owners.iter();
+    matches!(
+        owners.next(),
+        Some(Owner::Client {
+            rewritten: Some(_),
+            ..
+        })
+    ) && !bound
+        && tx_status == b'I'
+        && matches!(owners.next(), None | Some(Owner::Probe))
+        && owners.next().is_none()
+}
+
+/// Appends a Close of statement `key`.
+fn put_close(out: &mut BytesMut, key: u128) {
+    let start = out.len();
+    out.put_u8(frontend::CLOSE);
+    out.put_u32(0);
+    out.put_u8(b'S');
+    put_name(out, key);
+    patch_len(out, start);
+}
+
+/// Whether an ErrorResponse says a prepared statement cannot be used: it does not exist
+/// (26000) or its result type changed since it was prepared (0A000, "cached plan must not
+/// change result type").
+pub(super) fn is_stale(frame: &[u8]) -> Option<&'static str> {
+    match parse::ErrorFields::parse(frame::body(frame)).ok()?.code()? {
+        "26000" => Some("26000"),
+        "0A000" => Some("0A000"),
+        _ => None,
+    }
+}
 
 impl Session {
     /// Decides how the simple Query of `len` bytes at the head of `crbuf`, bound for `node`,
@@ -242,6 +295,37 @@ impl Session {
         out.put_slice(&SYNC);
         bytes::Buf::advance(&mut self.crbuf, len);
         Stats::inc(&self.state.stats.auto_executed);
+    }
+
+    /// The server refused auto-prepared statement `key` at Bind (`code`, see [`is_stale`]) for
+    /// the request at the head of `owners` ([`retryable`]): nothing ran. The
+    /// request's reply is dropped (its owner becomes silent, so a probe behind it records
+    /// nothing and releases nothing), the statement is forgotten (and closed, if it still
+    /// exists), and the client's Query is routed again as it came. The client sees only the
+    /// reply to that.
+    pub(super) fn auto_stale(&mut self, key: u128, code: &str) {
+        self.retry_armed = false;
+        if let Some(owner) = self.owners.front_mut() {
+            *owner = Owner::Silent;
+        }
+        if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+            b.auto.stale(key);
+            if code == "0A000" {
+                let mut out = BytesMut::new();
+                put_close(&mut out, key);
+                out.put_slice(&SYNC);
+                self.to_backend.extend_from_slice(&out);
+                self.owners.push_back(Owner::Silent);
+            }
+        }
+        let mut again = BytesMut::with_capacity(self.auto_query.len() + self.crbuf.len());
+        again.extend_from_slice(&self.auto_query);
+        again.extend_from_slice(&self.crbuf);
+        self.crbuf = again;
+        tracing::debug!(
+            code,
+            "auto-prepared statement refused at Bind; the Query runs again"
+        );
     }
 
     /// The preparation of `key` on the active backend was answered.

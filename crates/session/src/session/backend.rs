@@ -305,6 +305,8 @@ impl Session {
             let mut stop = None;
             // The stopping frame answers Meridian's own replay of session state.
             let mut replaying = false;
+            // The stopping frame says an auto-prepared statement is stale (its SQLSTATE).
+            let mut stale_code = None;
             loop {
                 let rest = &b.conn.rbuf[off..];
                 let h = match frame::peek_frame(rest, self.max_message) {
@@ -338,11 +340,20 @@ impl Session {
                 let retrying = self.retry_armed
                     && matches!(h.tag, backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE)
                     && is_shutdown(&rest[..h.len]);
+                // An auto-prepared statement refused at Bind: run again as it came.
+                let stale = if h.tag == backend::ERROR_RESPONSE
+                    && super::auto::retryable(&self.owners, self.auto_bound, self.tx_status)
+                {
+                    super::auto::is_stale(&rest[..h.len])
+                } else {
+                    None
+                };
                 let swallow = silent
                     || extra
                     || held
                     || unsolicited
                     || retrying
+                    || stale.is_some()
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
                     || (h.tag == backend::PARSE_COMPLETE
                         && b.parses.front().is_some_and(|(_, _, ours)| *ours))
@@ -356,6 +367,7 @@ impl Session {
                 ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty());
                 if swallow || interesting {
                     stop = Some((h.tag, h.len, swallow));
+                    stale_code = stale;
                     replaying =
                         silent && !matches!(self.owners.front(), Some(Owner::Prepare { .. }));
                     break;
@@ -423,6 +435,10 @@ impl Session {
                 self.to_client.extend_from_slice(&b.conn.rbuf[..len]);
             }
             b.conn.rbuf.advance(len);
+            if tag == backend::BIND_COMPLETE {
+                // Past Bind, an error is the statement's own.
+                self.auto_bound = true;
+            }
             if tag == backend::PARSE_COMPLETE {
                 if let Some(Owner::Prepare { ok, .. }) = self.owners.front_mut() {
                     *ok = true;
@@ -448,6 +464,19 @@ impl Session {
                         settle_parses(b);
                     }
                     self.ready(status);
+                }
+                Event::Error { .. } if stale_code.is_some() => {
+                    if let (
+                        Some(code),
+                        Some(Owner::Client {
+                            rewritten: Some(key),
+                            ..
+                        }),
+                    ) = (stale_code, self.owners.front())
+                    {
+                        let key = *key;
+                        self.auto_stale(key, code);
+                    }
                 }
                 Event::Error { fatal, stale } => {
                     self.fatal_seen |= fatal && !swallow;
@@ -485,6 +514,7 @@ impl Session {
     /// A ReadyForQuery closes the oldest outstanding request.
     fn ready(&mut self, status: u8) {
         let was = self.tx_status;
+        self.auto_bound = false;
         match self.owners.pop_front() {
             Some(Owner::Client {
                 change,
@@ -563,6 +593,7 @@ impl Session {
         self.backends[node] = None;
         self.deactivate();
         self.preparing = false;
+        self.auto_bound = false;
         if std::mem::take(&mut self.retry_armed) {
             // A read on a replica that went away before answering: route it again.
             tracing::info!(node, %detail, "replica lost under a read; sending it elsewhere");

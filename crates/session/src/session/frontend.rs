@@ -175,6 +175,9 @@ impl Session {
         self.arm_retry(node, matches!(class.kind, StatementKind::Read), &[len]);
         let mut owner = Owner::query(change);
         if let Auto::Run(key) = auto {
+            // Kept in case the server refuses the statement at Bind (see `auto_stale`).
+            self.auto_query.clear();
+            self.auto_query.extend_from_slice(&self.crbuf[..len]);
             self.emit_auto(key, len);
             if let Owner::Client { rewritten, .. } = &mut owner {
                 *rewritten = Some(key);

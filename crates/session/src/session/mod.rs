@@ -148,6 +148,10 @@ pub struct Session {
     params: meridian_classify::Parameterized,
     /// Auto-preparation: a statement is being prepared and the client's Query waits for it.
     preparing: bool,
+    /// Auto-preparation: the last Query sent as an auto-prepared statement, as it came.
+    auto_query: BytesMut,
+    /// Auto-preparation: the server accepted the Bind of the request at the head of `owners`.
+    auto_bound: bool,
 }
 
 /// A transaction-pooled session's pool parameters.
@@ -245,6 +249,8 @@ impl Session {
             pool,
             params: Default::default(),
             preparing: false,
+            auto_query: BytesMut::new(),
+            auto_bound: false,
         };
         let key = session.param_key();
         if let Some(p) = &mut session.pool {
