@@ -115,10 +115,10 @@ pub fn classifier(data: &[u8]) {
 }
 
 /// Auto-prepare parameterization: the input (lossily decoded as UTF-8) goes through
-/// [`crate::parameterize`], which must not panic. When it qualifies, putting each parameter's
-/// literal back in place of its `$n` gives the input again (offsets, quoting and numbering are
-/// consistent), the values are what the literals denote (doubled quotes undone), and the types
-/// are the ones documented.
+/// [`crate::parameterize`], which must not panic. When it qualifies, the parameterized text is
+/// the input with each parameter's literal replaced by its `$n`, in order (offsets, quoting and
+/// numbering are consistent), the values are what the literals denote (doubled quotes undone),
+/// and the types are the ones documented.
 pub fn parameterize(data: &[u8]) {
     let sql = String::from_utf8_lossy(data);
     let mut p = crate::Parameterized::default();
@@ -126,42 +126,43 @@ pub fn parameterize(data: &[u8]) {
         return;
     }
     assert!(p.params.len() <= crate::MAX_AUTO_PARAMS);
-    let mut rebuilt = String::new();
-    let mut rest = p.text.as_str();
-    let mut n = 0;
-    while let Some(at) = rest.find('$') {
-        rebuilt.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
-        let index: usize = rest[at + 1..at + 1 + digits].parse().expect("$n");
-        n += 1;
-        assert_eq!(index, n, "parameters numbered in order");
-        let param = p.params[index - 1];
-        if param.quoted {
-            rebuilt.push('\'');
-            rebuilt.push_str(&sql[param.start..param.end]);
-            rebuilt.push('\'');
+    // The text is the input with each literal replaced by `$n`, in order.
+    let mut expected = String::new();
+    let mut copied = 0;
+    for (i, param) in p.params.iter().enumerate() {
+        let (lit_start, lit_end) = if param.quoted {
             assert_eq!(param.oid, crate::UNKNOWN_OID);
+            assert_eq!(&sql[param.start - 1..param.start], "'");
+            assert_eq!(&sql[param.end..param.end + 1], "'");
             assert_eq!(
-                p.value(&sql, index - 1),
+                p.value(&sql, i),
                 sql[param.start..param.end].replace("''", "'")
             );
+            (param.start - 1, param.end + 1)
         } else {
             let lit = &sql[param.start..param.end];
-            rebuilt.push_str(lit);
             assert!(lit.bytes().next().is_some_and(|b| b.is_ascii_digit()));
+            assert!(lit
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')));
             assert!(matches!(
                 param.oid,
                 crate::INT4_OID | crate::INT8_OID | crate::NUMERIC_OID
             ));
-        }
-        rest = &rest[at + 1 + digits..];
+            (param.start, param.end)
+        };
+        assert!(lit_start >= copied, "parameters in order, not overlapping");
+        expected.push_str(&sql[copied..lit_start]);
+        expected.push_str(&format!("${}", i + 1));
+        copied = lit_end;
+        // `$1` then `1` would read as `$11`.
+        assert!(!sql[lit_end..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '$'));
     }
-    rebuilt.push_str(rest);
-    assert_eq!(n, p.params.len(), "every parameter appears once");
-    assert_eq!(rebuilt, sql, "parameters put back give the input");
+    expected.push_str(&sql[copied..]);
+    assert_eq!(
+        expected, p.text,
+        "the text is the input with $n for the literals"
+    );
 }
 
 fn check_classification(c: &Classification, sql: &str, o: &FunctionOverrides) {

@@ -221,8 +221,15 @@ pub fn parameterize(sql: &str, out: &mut Parameterized) -> bool {
                 };
                 let prefixed = i > 0 && (is_ident_char(b[i - 1]) || b[i - 1] == b'&');
                 let continued = b.get(skip_blank(b, end)) == Some(&b'\'');
+                // `'a'1`: `$11` would be another parameter.
+                let glued = b.get(end).is_some_and(|&c| is_ident_char(c));
                 let value = &sql[i + 1..end - 1];
-                if !prefixed && !continued && !value.contains('\\') && takes_value(prev, frozen) {
+                if !prefixed
+                    && !continued
+                    && !glued
+                    && !value.contains('\\')
+                    && takes_value(prev, frozen)
+                {
                     push_param(
                         sql,
                         out,

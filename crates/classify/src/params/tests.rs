@@ -164,6 +164,8 @@ fn odd_input_does_not_panic() {
         let _ = run(sql);
     }
     assert_eq!(text("select ''''"), "select $1");
+    // A literal glued to what follows stays (`$1` then `1` would be `$11`).
+    assert_eq!(text("select 'a'1, 'b'x"), "select 'a'1, 'b'x");
     assert_eq!(run("select ''''").expect("qualifies").1[0].0, "'");
     assert_eq!(text("values (1), ('a')"), "values ($1), ($2)");
 }
