@@ -260,3 +260,48 @@ async fn pgbench_select_only_runs_prepared_on_replicas() {
     assert!(s.auto_executed.load(Ordering::Relaxed) >= 1_500, "{out}");
     assert!(s.reads_replica.load(Ordering::Relaxed) >= 1_500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_used_in_transactions_are_prepared_between_them() {
+    let env = Env::start_with(0, auto).await;
+    setup(&env);
+    let client = env.connect().await;
+    let mine = "SELECT count(*) FROM pg_prepared_statements WHERE name ~ $$^meridian_auto_$$";
+    let executed = || env.proxy.state.stats.auto_executed.load(Ordering::Relaxed);
+    for i in 0..2 {
+        client.simple_query("BEGIN").await.expect("begin");
+        client
+            .simple_query(&format!("UPDATE ap SET big = big + {i} WHERE id = 2"))
+            .await
+            .expect("update");
+        client
+            .simple_query("SELECT name FROM ap WHERE id = 2")
+            .await
+            .expect("select");
+        client.simple_query("COMMIT").await.expect("commit");
+    }
+    // Nothing is prepared inside a transaction (a refused Parse would abort it) ...
+    assert_eq!(executed(), 0);
+    // ... but at the next idle moment, ahead of the next statement.
+    client.simple_query("BEGIN").await.expect("begin");
+    assert_eq!(count(&client, mine).await, 2);
+    client
+        .simple_query("UPDATE ap SET big = big + 5 WHERE id = 2")
+        .await
+        .expect("update");
+    let rows = client
+        .simple_query("SELECT name FROM ap WHERE id = 2")
+        .await
+        .expect("select");
+    assert!(rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("b"))));
+    client.simple_query("COMMIT").await.expect("commit");
+    assert_eq!(
+        executed(),
+        2,
+        "both statements ran prepared in the transaction"
+    );
+    let big = env.primary_sql("SELECT big FROM ap WHERE id = 2");
+    assert_eq!(big.trim(), "7", "1 + 0 + 1 + 5");
+}

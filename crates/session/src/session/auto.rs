@@ -38,6 +38,9 @@ pub(super) enum Auto {
 /// send ever-new statements).
 const MAX_SEEN: usize = 4096;
 
+/// Statements waiting for an idle moment to be prepared, per connection.
+const MAX_PENDING: usize = 32;
+
 /// Maps keyed by an auto-prepared statement's key, itself a hash: no hashing again.
 pub(crate) type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 pub(crate) type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
@@ -71,6 +74,8 @@ pub(crate) struct AutoStatements {
     failed: KeySet,
     /// Times each was found stale at Bind (see `Session::auto_stale`).
     stale: KeyMap<u8>,
+    /// Seen often enough inside transactions: prepared at the next idle moment (key and Parse).
+    pending: Vec<(u128, bytes::Bytes)>,
     clock: u64,
 }
 
@@ -78,6 +83,7 @@ impl AutoStatements {
     /// Forgets every prepared statement (`DISCARD ALL`, `DEALLOCATE ALL`).
     pub fn clear(&mut self) {
         self.prepared.clear();
+        self.pending.clear();
     }
 
     /// Forgets one that the server no longer has or must not use any more.
@@ -165,6 +171,22 @@ pub(super) fn retryable(owners: &VecDeque<Owner>, bound: bool, tx_status: u8) ->
         && owners.next().is_none()
 }
 
+/// The Parse of statement `key` for a parameterized text.
+fn parse_frame(p: &Parameterized, key: u128) -> bytes::Bytes {
+    let mut out = BytesMut::with_capacity(64 + p.text.len() + 4 * p.params.len());
+    out.put_u8(frontend::PARSE);
+    out.put_u32(0);
+    put_name(&mut out, key);
+    out.put_slice(p.text.as_bytes());
+    out.put_u8(0);
+    out.put_i16(i16::try_from(p.params.len()).unwrap_or(i16::MAX));
+    for param in &p.params {
+        out.put_u32(param.oid);
+    }
+    patch_len(&mut out, 0);
+    out.freeze()
+}
+
 /// Appends a Close of statement `key`.
 fn put_close(out: &mut BytesMut, key: u128) {
     let start = out.len();
@@ -188,12 +210,20 @@ pub(super) fn is_stale(frame: &[u8]) -> Option<&'static str> {
 
 impl Session {
     /// Decides how the simple Query of `len` bytes at the head of `crbuf`, bound for `node`,
-    /// runs; queues the preparation of its statement when that is due.
+    /// runs; queues the preparation of its statement when that is due. Statements seen inside
+    /// transactions are prepared at the next moment the connection is idle, ahead of whatever
+    /// the client sends then.
     pub(super) fn auto_plan(&mut self, node: usize, class: &Classification, len: usize) -> Auto {
         let cfg = self.state.live.load();
         let p = &cfg.proxy;
-        if !p.auto_prepare
-            || class.statements != 1
+        if !p.auto_prepare {
+            return Auto::Plain;
+        }
+        let idle = self.tx_status == b'I' && self.batch_target.is_none();
+        if idle && self.owners.is_empty() {
+            self.flush_pending(node, p.auto_prepare_max_statements);
+        }
+        if class.statements != 1
             || class.pins_session
             || !matches!(class.kind, StatementKind::Read | StatementKind::Write)
             || self.batch_target.is_some()
@@ -217,9 +247,7 @@ impl Session {
             *used = auto.clock;
             return Auto::Run(key);
         }
-        // A Parse the server refuses must not abort the client's transaction or fail a request
-        // pipelined ahead of it.
-        if auto.failed.contains(&key) || self.tx_status != b'I' || !self.owners.is_empty() {
+        if auto.failed.contains(&key) {
             return Auto::Plain;
         }
         let seen = auto.seen.entry(key).or_insert(0);
@@ -231,43 +259,62 @@ impl Session {
             return Auto::Plain;
         }
         auto.seen.remove(&key);
-        let mut out = BytesMut::with_capacity(64 + self.params.text.len());
-        if auto.prepared.len() >= p.auto_prepare_max_statements {
-            // Room for one more: close the least recently used.
-            if let Some(old) = auto
-                .prepared
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| *k)
-            {
-                auto.prepared.remove(&old);
-                out.put_u8(frontend::CLOSE);
-                out.put_u32(0);
-                out.put_u8(b'S');
-                put_name(&mut out, old);
-                patch_len(&mut out, 0);
+        let parse = parse_frame(&self.params, key);
+        // A Parse the server refuses must not abort the client's transaction or fail a request
+        // pipelined ahead of it: inside a transaction, or behind other requests, the statement
+        // waits for the next idle moment.
+        if !idle || !self.owners.is_empty() {
+            if auto.pending.len() < MAX_PENDING && !auto.pending.iter().any(|(k, _)| *k == key) {
+                auto.pending.push((key, parse));
             }
+            return Auto::Plain;
         }
-        let start = out.len();
-        out.put_u8(frontend::PARSE);
-        out.put_u32(0);
-        put_name(&mut out, key);
-        out.put_slice(self.params.text.as_bytes());
-        out.put_u8(0);
-        out.put_i16(i16::try_from(self.params.params.len()).unwrap_or(i16::MAX));
-        for param in &self.params.params {
-            out.put_u32(param.oid);
-        }
-        patch_len(&mut out, start);
-        out.put_slice(&SYNC);
-        if self.pool.is_some() {
-            // Transaction pooling tracks every Parse on the connection.
-            b.parses.push_back((None, self.owners.len(), true));
-        }
-        self.to_backend.extend_from_slice(&out);
-        self.owners.push_back(Owner::Prepare { key, ok: false });
+        auto.pending.push((key, parse));
+        self.flush_pending(node, p.auto_prepare_max_statements);
         self.preparing = true;
         Auto::Prepare
+    }
+
+    /// Sends the preparation of every statement waiting for an idle moment on `node` (which has
+    /// nothing in flight and is outside a transaction), each as Parse and Sync of its own so
+    /// that one refused does not affect the others. Closes the least recently used statements
+    /// beyond `max`.
+    fn flush_pending(&mut self, node: usize, max: usize) {
+        let Some(b) = self.backends[node].as_mut() else {
+            return;
+        };
+        if b.auto.pending.is_empty() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        let mut sent = 0;
+        for (key, parse) in std::mem::take(&mut b.auto.pending) {
+            let auto = &mut b.auto;
+            if auto.prepared.contains_key(&key) || auto.failed.contains(&key) {
+                continue;
+            }
+            while auto.prepared.len() + sent >= max {
+                let Some(old) = auto
+                    .prepared
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                auto.prepared.remove(&old);
+                put_close(&mut out, old);
+            }
+            out.extend_from_slice(&parse);
+            out.put_slice(&SYNC);
+            sent += 1;
+            if self.pool.is_some() {
+                // Transaction pooling tracks every Parse on the connection.
+                b.parses.push_back((None, self.owners.len(), true));
+            }
+            self.owners.push_back(Owner::Prepare { key, ok: false });
+        }
+        self.to_backend.extend_from_slice(&out);
     }
 
     /// Queues the simple Query of `len` bytes at the head of `crbuf` as Bind/Describe/Execute/
