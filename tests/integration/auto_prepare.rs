@@ -239,6 +239,11 @@ async fn statements_are_prepared_again_after_discard_and_schema_changes() {
         "{e}"
     );
     client.simple_query("ROLLBACK").await.expect("rollback");
+    // The stale statement is still on the server under its name: preparing it again closes it
+    // first, so the Parse is not refused.
+    let stats = &env.proxy.state.stats;
+    let failed = stats.auto_prepare_failed.load(Ordering::Relaxed);
+    let executed = stats.auto_executed.load(Ordering::Relaxed);
     for _ in 0..3 {
         client
             .simple_query(other)
@@ -246,6 +251,11 @@ async fn statements_are_prepared_again_after_discard_and_schema_changes() {
             .expect("after the transaction");
         client.simple_query(select).await.expect("unprepared");
     }
+    assert_eq!(stats.auto_prepare_failed.load(Ordering::Relaxed), failed);
+    assert!(
+        stats.auto_executed.load(Ordering::Relaxed) > executed,
+        "prepared again"
+    );
     let s = &env.proxy.state.stats;
     assert!(s.auto_executed.load(Ordering::Relaxed) >= 10);
 }

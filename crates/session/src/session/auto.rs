@@ -276,9 +276,9 @@ impl Session {
     }
 
     /// Sends the preparation of every statement waiting for an idle moment on `node` (which has
-    /// nothing in flight and is outside a transaction), each as Parse and Sync of its own so
-    /// that one refused does not affect the others. Closes the least recently used statements
-    /// beyond `max`.
+    /// nothing in flight and is outside a transaction), each as Close, Parse and Sync of its own
+    /// so that one refused does not affect the others. Closes the least recently used
+    /// statements beyond `max`.
     fn flush_pending(&mut self, node: usize, max: usize) {
         let Some(b) = self.backends[node].as_mut() else {
             return;
@@ -305,6 +305,10 @@ impl Session {
                 auto.prepared.remove(&old);
                 put_close(&mut out, old);
             }
+            // A statement of that name left on the server (one found stale inside a transaction
+            // is forgotten, not closed) would make the Parse fail: closing a statement that does
+            // not exist is no error.
+            put_close(&mut out, key);
             out.extend_from_slice(&parse);
             out.put_slice(&SYNC);
             sent += 1;
