@@ -259,7 +259,7 @@ pub fn parameterize(sql: &str, out: &mut Parameterized) -> bool {
                 }
                 // `-2147483648` is an int4 constant in Postgres (the minus is folded into the
                 // literal), `-$1` with an int8 `$1` would be int8: such values stay.
-                let boundary = matches!(&sql[i..end], "2147483648" | "9223372036854775808");
+                let boundary = is_negation_boundary(&sql[i..end]);
                 if takes_value(prev, frozen) && !boundary {
                     let oid = if decimal {
                         NUMERIC_OID
@@ -443,6 +443,13 @@ fn number_end(b: &[u8], mut i: usize) -> (usize, bool) {
         }
     }
     (i, decimal)
+}
+
+/// `2147483648` and `9223372036854775808` (leading zeros or not): negated, Postgres types them
+/// one size smaller than the positive value.
+fn is_negation_boundary(digits: &str) -> bool {
+    let digits = digits.trim_start_matches('0');
+    matches!(digits, "2147483648" | "9223372036854775808")
 }
 
 /// The type Postgres gives an integer literal.

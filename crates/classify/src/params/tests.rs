@@ -39,7 +39,10 @@ fn literal_types_follow_postgres() {
         ]
     );
     // Postgres folds the minus into these two: they stay literals.
-    assert_eq!(text("select -2147483648, -1"), "select -2147483648, -$1");
+    assert_eq!(
+        text("select -2147483648, -1, -002147483648, -9223372036854775808"),
+        "select -2147483648, -$1, -002147483648, -9223372036854775808"
+    );
 }
 
 #[test]
