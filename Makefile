@@ -55,15 +55,17 @@ soak: deps build
 ## other (installs cargo-fuzz if missing). Seeds come from fuzz/corpus/<target>/ (committed);
 ## new inputs go to fuzz/corpus-work/<target>/ and crashes to fuzz/artifacts/ (both ignored).
 ## See docs/security.md, "Fuzzing". E.g. `make fuzz FUZZ_TARGETS=classifier FUZZ_SECONDS=600`.
-FUZZ_TARGETS ?= frame_decoder startup_packet scram_server classifier
+FUZZ_TARGETS ?= frame_decoder startup_packet scram_server classifier parameterize
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
+# e.g. FUZZ_FLAGS="--sanitizer none" (several times faster; the targets are safe Rust)
+FUZZ_FLAGS ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus-work/$$t && \
 		echo "== fuzz $$t for $(FUZZ_SECONDS)s" && \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/corpus-work/$$t fuzz/corpus/$$t -- \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_FLAGS) $$t fuzz/corpus-work/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 || exit 1; \
 	done
 

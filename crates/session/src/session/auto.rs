@@ -6,11 +6,13 @@
 //! The client sees exactly the reply of its simple Query: BindComplete and NoData are dropped,
 //! RowDescription (text formats, from Describe) and the rest pass unchanged.
 //!
-//! A statement is prepared in a request of its own (Parse, Sync), only outside a transaction and
-//! with nothing else in flight, and the client's Query waits for the answer. A Parse the server
-//! refuses therefore costs the client nothing: the Query runs unprepared, as it came, and the
-//! statement is not tried again on that connection. Inside a transaction only statements the
-//! connection already has are used, so no Parse can abort the client's transaction.
+//! A statement is prepared in a request of its own (Close, Parse, Sync), only outside a
+//! transaction and with nothing else in flight, and the client's Query waits for the answer. A
+//! Parse the server refuses therefore costs the client nothing: the Query runs unprepared, as it
+//! came, and the statement is not tried again on that connection. No Parse is sent inside a
+//! transaction (a refused one would abort it): statements seen there are prepared at the
+//! connection's next idle moment. Outside a transaction, a statement the server refuses at Bind
+//! (gone, or its result type changed) is forgotten and the Query runs again as it came.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -95,9 +97,15 @@ impl AutoStatements {
     /// again on this connection.
     fn stale(&mut self, key: u128) {
         self.prepared.remove(&key);
+        if self.stale.len() >= MAX_SEEN {
+            self.stale.clear();
+        }
         let n = self.stale.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         if *n >= 2 {
+            if self.failed.len() >= MAX_SEEN {
+                self.failed.clear();
+            }
             self.failed.insert(key);
         }
     }
@@ -132,15 +140,11 @@ fn key_of(p: &Parameterized) -> u128 {
 
 /// Appends the statement name of `key`, NUL-terminated.
 fn put_name(out: &mut BytesMut, key: u128) {
-    use std::fmt::Write;
-    struct W<'a>(&'a mut BytesMut);
-    impl Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.put_slice(s.as_bytes());
-            Ok(())
-        }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put_slice(b"meridian_auto_");
+    for shift in (0..32).rev() {
+        out.put_u8(HEX[((key >> (shift * 4)) & 0xf) as usize]);
     }
-    let _ = write!(W(out), "meridian_auto_{key:032x}");
     out.put_u8(0);
 }
 
@@ -404,17 +408,12 @@ mod tests {
     #[test]
     fn names_fit_namedatalen_and_frames_parse() {
         let mut out = BytesMut::new();
-        out.put_u8(frontend::CLOSE);
-        out.put_u32(0);
-        out.put_u8(b'S');
-        put_name(&mut out, u128::MAX);
-        patch_len(&mut out, 0);
+        let key = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        put_close(&mut out, key);
         let (kind, name) = parse::close_target(frame::body(&out)).expect("valid Close");
         assert_eq!(kind, b'S');
-        assert!(
-            name.starts_with("meridian_auto_") && name.len() < 64,
-            "{name}"
-        );
+        assert_eq!(name, format!("meridian_auto_{key:032x}"));
+        assert!(name.len() < 64, "fits NAMEDATALEN");
         let h = frame::peek_frame(&out, 1 << 20)
             .expect("ok")
             .expect("frame");
