@@ -20,7 +20,7 @@ demo: deps build
 test: deps
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) build -p meridian
-	python3 bench/bench.py --smoke --meridian-bin target/debug/meridian
+	python3 bench/bench.py --smoke --meridian-bin $${CARGO_TARGET_DIR:-target}/debug/meridian
 
 ## Formatting and lints, as CI expects them.
 lint:
