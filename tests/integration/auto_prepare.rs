@@ -315,3 +315,78 @@ async fn statements_used_in_transactions_are_prepared_between_them() {
     let big = env.primary_sql("SELECT big FROM ap WHERE id = 2");
     assert_eq!(big.trim(), "7", "1 + 0 + 1 + 5");
 }
+
+/// Sends all `sqls` as simple Queries in one write and reads the replies to all of them.
+async fn pipelined(s: &mut TcpStream, buf: &mut BytesMut, sqls: &[&str]) -> Vec<Vec<Reply>> {
+    let mut out = BytesMut::new();
+    for sql in sqls {
+        messages::query(&mut out, sql);
+    }
+    s.write_all(&out).await.expect("send");
+    let mut replies = Vec::new();
+    let mut current = Vec::new();
+    while replies.len() < sqls.len() {
+        while let Some((tag, f)) = frame::split_frame(buf, 1 << 30).expect("frame") {
+            match tag {
+                backend::PARAMETER_STATUS => {}
+                backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE => {
+                    let e = parse::ErrorFields::parse(frame::body(&f)).expect("fields");
+                    current.push(Reply::Error(
+                        e.code().unwrap_or_default().to_string(),
+                        e.message().unwrap_or_default().to_string(),
+                    ));
+                }
+                _ => current.push(Reply::Frame(tag, frame::body(&f).to_vec())),
+            }
+            if tag == backend::READY_FOR_QUERY {
+                replies.push(std::mem::take(&mut current));
+            }
+        }
+        if replies.len() == sqls.len() {
+            break;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("timely answer")
+            .expect("read");
+        assert!(n > 0, "closed during a pipeline");
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_queries_keep_their_order_while_statements_are_prepared() {
+    let env = Env::start_with(0, |c| {
+        auto(c);
+        c.proxy.auto_prepare_min_uses = 1;
+    })
+    .await;
+    setup(&env);
+    let (mut m, mut mbuf) = raw_login(env.addr()).await;
+    let (mut d, mut dbuf) = raw_login(env.cluster.primary().addr()).await;
+    // Every first sight of a shape prepares it (min_uses = 1) while later Queries of the same
+    // write wait behind; errors, a transaction and a refused Parse sit in between.
+    let batch = [
+        "SELECT id, name FROM ap WHERE id = 1",
+        "SELECT id, name FROM ap WHERE id = 2",
+        "SELECT amount FROM ap WHERE id = 1",
+        "SELECT 1 / 0 FROM ap WHERE id = 1",
+        "SELECT id, name FROM ap WHERE id = 3",
+        "BEGIN",
+        "SELECT json_build_object('a', 1)::text",
+        "UPDATE ap SET big = big + 1 WHERE id = 2 RETURNING big - big",
+        "SELECT count(*) FROM ap WHERE name = 'zz'",
+        "COMMIT",
+        "SELECT count(*) FROM ap WHERE name = 'a'",
+    ];
+    for round in 0..3 {
+        let got = pipelined(&mut m, &mut mbuf, &batch).await;
+        let want = pipelined(&mut d, &mut dbuf, &batch).await;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{} (round {round})", batch[i]);
+        }
+    }
+    let s = &env.proxy.state.stats;
+    assert!(s.auto_executed.load(Ordering::Relaxed) >= 12);
+    assert!(s.auto_prepare_failed.load(Ordering::Relaxed) >= 1);
+}
