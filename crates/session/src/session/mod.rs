@@ -4,10 +4,13 @@
 //! * `frontend` routes client frames at statement boundaries (a Query, or an extended-protocol
 //!   batch up to Sync/Flush);
 //! * `route` decides which node a statement goes to;
+//! * `switch` makes that node's connection the active one and brings it up to date;
 //! * `state` keeps what must follow the session from node to node (settings, prepared
 //!   statements) and replays it on a backend before it is used;
 //! * `backend` scans server frames, accounts for ReadyForQuery and forwards bytes unchanged;
-//! * `local` answers Meridian's own `SET`/`SHOW meridian.*`.
+//! * `local` answers Meridian's own `SET`/`SHOW meridian.*`;
+//! * `pooled` renames named statements for transaction pooling, `auto` runs simple Queries as
+//!   auto-prepared statements.
 //!
 //! Both directions are buffered and written as the sockets allow, so a pipelining client can never
 //! deadlock the proxy against a server.
@@ -20,6 +23,7 @@ mod local;
 mod pooled;
 pub(crate) mod route;
 mod state;
+mod switch;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
