@@ -29,33 +29,7 @@ enum Reply {
 
 /// Sends `sql` as a simple Query and reads its reply up to ReadyForQuery.
 async fn simple(s: &mut TcpStream, buf: &mut BytesMut, sql: &str) -> Vec<Reply> {
-    let mut out = BytesMut::new();
-    messages::query(&mut out, sql);
-    s.write_all(&out).await.expect("send");
-    let mut replies = Vec::new();
-    loop {
-        while let Some((tag, f)) = frame::split_frame(buf, 1 << 30).expect("frame") {
-            match tag {
-                backend::PARAMETER_STATUS => {}
-                backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE => {
-                    let e = parse::ErrorFields::parse(frame::body(&f)).expect("fields");
-                    replies.push(Reply::Error(
-                        e.code().unwrap_or_default().to_string(),
-                        e.message().unwrap_or_default().to_string(),
-                    ));
-                }
-                _ => replies.push(Reply::Frame(tag, frame::body(&f).to_vec())),
-            }
-            if tag == backend::READY_FOR_QUERY {
-                return replies;
-            }
-        }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
-            .await
-            .expect("timely answer")
-            .expect("read");
-        assert!(n > 0, "closed during {sql}");
-    }
+    pipelined(s, buf, &[sql]).await.pop().unwrap_or_default()
 }
 
 /// Statements whose replies are compared; each runs three times in a row (the second run

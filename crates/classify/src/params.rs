@@ -63,13 +63,33 @@ pub struct Parameterized {
 impl Parameterized {
     /// Parameter `i`'s value as text, in the original's encoding.
     pub fn value<'a>(&self, sql: &'a str, i: usize) -> std::borrow::Cow<'a, str> {
-        let p = self.params[i];
-        let raw = &sql[p.start..p.end];
-        if p.quoted && raw.contains('\'') {
-            std::borrow::Cow::Owned(raw.replace("''", "'"))
-        } else {
-            std::borrow::Cow::Borrowed(raw)
+        match self.value_bytes(sql.as_bytes(), i) {
+            std::borrow::Cow::Borrowed(b) => String::from_utf8_lossy(b),
+            std::borrow::Cow::Owned(b) => {
+                std::borrow::Cow::Owned(String::from_utf8_lossy(&b).into_owned())
+            }
         }
+    }
+
+    /// Parameter `i`'s value as the bytes of the original text (`sql` is that text, or the
+    /// bytes it came from); a doubled quote in a string stands for one. Out-of-range offsets
+    /// give an empty value.
+    pub fn value_bytes<'a>(&self, sql: &'a [u8], i: usize) -> std::borrow::Cow<'a, [u8]> {
+        let Some(p) = self.params.get(i) else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        let raw = sql.get(p.start..p.end).unwrap_or_default();
+        if !p.quoted || !raw.contains(&b'\'') {
+            return std::borrow::Cow::Borrowed(raw);
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(at) = rest.windows(2).position(|w| w == b"''") {
+            out.extend_from_slice(&rest[..=at]);
+            rest = &rest[at + 2..];
+        }
+        out.extend_from_slice(rest);
+        std::borrow::Cow::Owned(out)
     }
 }
 

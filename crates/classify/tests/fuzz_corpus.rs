@@ -1,13 +1,15 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/classifier/`) through the
-//! same function the `cargo fuzz` target calls, so `cargo test` keeps the
-//! target compiling and every seed and past crash passing.
+//! Replays the committed fuzz corpora (`fuzz/corpus/classifier/`, `fuzz/corpus/parameterize/`)
+//! through the same functions the `cargo fuzz` targets call, so `cargo test` keeps the targets
+//! compiling and every seed and past crash passing.
 
 use std::fs;
 use std::path::PathBuf;
 
-#[test]
-fn classifier_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/classifier");
+/// Runs `body` on every file of `fuzz/corpus/<target>/`, in name order.
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let entries =
         fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading corpus {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
@@ -18,23 +20,17 @@ fn classifier_corpus() {
     assert!(!files.is_empty(), "no seeds in {}", dir.display());
     for path in &files {
         let data = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        eprintln!("classifier: {}", path.display());
-        meridian_classify::fuzzing::classifier(&data);
+        eprintln!("{target}: {}", path.display());
+        body(&data);
     }
 }
 
 #[test]
+fn classifier_corpus() {
+    replay("classifier", meridian_classify::fuzzing::classifier);
+}
+
+#[test]
 fn parameterize_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/parameterize");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading corpus {}: {e}", dir.display()))
-        .map(|e| e.map(|e| e.path()).expect("corpus entry"))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no seeds in {}", dir.display());
-    for path in &files {
-        let data = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        meridian_classify::fuzzing::parameterize(&data);
-    }
+    replay("parameterize", meridian_classify::fuzzing::parameterize);
 }

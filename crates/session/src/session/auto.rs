@@ -138,13 +138,28 @@ fn key_of(p: &Parameterized) -> u128 {
     (u128::from(half(3)) << 64) | u128::from(half(4))
 }
 
+/// The statement name of `key`: `meridian_auto_` and 32 hex digits (fits NAMEDATALEN).
+struct AutoName([u8; 46]);
+
+impl AutoName {
+    fn of(key: u128) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut name = *b"meridian_auto_00000000000000000000000000000000";
+        for (i, digit) in name[14..].iter_mut().enumerate() {
+            *digit = HEX[((key >> ((31 - i) * 4)) & 0xf) as usize];
+        }
+        AutoName(name)
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII by construction.
+        std::str::from_utf8(&self.0).unwrap_or("meridian_auto")
+    }
+}
+
 /// Appends the statement name of `key`, NUL-terminated.
 fn put_name(out: &mut BytesMut, key: u128) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.put_slice(b"meridian_auto_");
-    for shift in (0..32).rev() {
-        out.put_u8(HEX[((key >> (shift * 4)) & 0xf) as usize]);
-    }
+    out.put_slice(&AutoName::of(key).0);
     out.put_u8(0);
 }
 
@@ -193,23 +208,23 @@ fn parse_frame(p: &Parameterized, key: u128) -> bytes::Bytes {
 
 /// Appends a Close of statement `key`.
 fn put_close(out: &mut BytesMut, key: u128) {
-    let start = out.len();
-    out.put_u8(frontend::CLOSE);
-    out.put_u32(0);
-    out.put_u8(b'S');
-    put_name(out, key);
-    patch_len(out, start);
+    super::switch::close_statement(out, AutoName::of(key).as_str());
 }
 
-/// Whether an ErrorResponse says a prepared statement cannot be used: it does not exist
-/// (26000) or its result type changed since it was prepared (0A000, "cached plan must not
-/// change result type").
-pub(super) fn is_stale(frame: &[u8]) -> Option<&'static str> {
-    match parse::ErrorFields::parse(frame::body(frame)).ok()?.code()? {
+/// Whether an ErrorResponse's SQLSTATE says a prepared statement cannot be used: it does not
+/// exist (26000) or its result type changed since it was prepared (0A000, "cached plan must
+/// not change result type").
+pub(super) fn stale_code(code: Option<&str>) -> Option<&'static str> {
+    match code? {
         "26000" => Some("26000"),
         "0A000" => Some("0A000"),
         _ => None,
     }
+}
+
+/// [`stale_code`] of an ErrorResponse frame.
+pub(super) fn is_stale(frame: &[u8]) -> Option<&'static str> {
+    stale_code(parse::ErrorFields::parse(frame::body(frame)).ok()?.code())
 }
 
 impl Session {
@@ -330,7 +345,8 @@ impl Session {
     /// it.
     pub(super) fn emit_auto(&mut self, key: u128, len: usize) {
         let out = &mut self.to_backend;
-        let sql = parse::query_sql(frame::body(&self.crbuf[..len])).unwrap_or_default();
+        // The Query's text (its UTF-8 was checked by `auto_plan`).
+        let sql = frame::body(&self.crbuf[..len]);
         let start = out.len();
         out.put_u8(frontend::BIND);
         out.put_u32(0);
@@ -339,9 +355,9 @@ impl Session {
         out.put_i16(0); // every parameter in text format
         out.put_i16(i16::try_from(self.params.params.len()).unwrap_or(i16::MAX));
         for i in 0..self.params.params.len() {
-            let v = self.params.value(sql, i);
+            let v = self.params.value_bytes(sql, i);
             out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
-            out.put_slice(v.as_bytes());
+            out.put_slice(&v);
         }
         out.put_i16(0); // every result column in text format, as a simple Query returns them
         patch_len(out, start);

@@ -409,7 +409,7 @@ impl Session {
                             }
                             Event::Error {
                                 fatal: matches!(severity, Some("FATAL") | Some("PANIC")),
-                                stale: matches!(f.code(), Some("26000") | Some("0A000")),
+                                stale: super::auto::stale_code(f.code()).is_some(),
                             }
                         }
                         Err(_) => Event::Error {

@@ -139,7 +139,7 @@ impl Session {
 }
 
 /// A Close message for statement `name`.
-fn close_statement(out: &mut BytesMut, name: &str) {
+pub(super) fn close_statement(out: &mut BytesMut, name: &str) {
     use bytes::BufMut;
     out.put_u8(frontend::CLOSE);
     let len = 4 + 1 + name.len() + 1;
