@@ -389,10 +389,7 @@ impl Session {
                 self.owners.push_back(Owner::Silent);
             }
         }
-        let mut again = BytesMut::with_capacity(self.auto_query.len() + self.crbuf.len());
-        again.extend_from_slice(&self.auto_query);
-        again.extend_from_slice(&self.crbuf);
-        self.crbuf = again;
+        super::route_again(&mut self.crbuf, &self.auto_query);
         tracing::debug!(
             code,
             "auto-prepared statement refused at Bind; the Query runs again"

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use meridian_upstream::BackendConn;
 use meridian_wire::tag::backend;
 use meridian_wire::{frame, messages, parse};
@@ -601,10 +601,7 @@ impl Session {
             self.read_replica = None;
             self.owners.clear();
             self.to_backend.clear();
-            let mut again = BytesMut::with_capacity(self.retry_buf.len() + self.crbuf.len());
-            again.extend_from_slice(&self.retry_buf);
-            again.extend_from_slice(&self.crbuf);
-            self.crbuf = again;
+            super::route_again(&mut self.crbuf, &self.retry_buf);
             return Flow::Continue;
         }
         self.to_backend.clear();

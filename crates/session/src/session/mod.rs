@@ -723,6 +723,15 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Puts `request` (client bytes already routed once) back in front of the client bytes not yet
+/// routed, so the session routes it again before anything the client sent after it.
+fn route_again(crbuf: &mut BytesMut, request: &[u8]) {
+    let mut again = BytesMut::with_capacity(request.len() + crbuf.len());
+    again.extend_from_slice(request);
+    again.extend_from_slice(crbuf);
+    *crbuf = again;
+}
+
 async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
