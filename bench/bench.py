@@ -183,6 +183,16 @@ def run_as_kwargs(user: str | None) -> dict:
 # does; by default every process stays in the bench's session and the scheduler weighs
 # threads, as when everything is started from one shell.
 SEPARATE_SESSIONS = False
+# How the proxies reach PostgreSQL: "tcp" (127.0.0.1) or "unix" (the cluster's socket directory).
+UPSTREAM = "tcp"
+
+
+def upstream_host(cluster) -> str:
+    """The host the proxies connect to: 127.0.0.1, or the directory of the cluster's sockets
+    (the parent of the data directories, see meridian-testkit)."""
+    if UPSTREAM == "unix":
+        return str(Path(cluster.nodes[0][2]).parent)
+    return "127.0.0.1"
 
 
 class Proc:
@@ -644,7 +654,7 @@ def start_pgbouncer(cluster: Cluster, tmp: Path, run_user: str | None, procs: li
     port = free_port()
     (d / "pgbouncer.ini").write_text(f"""\
 [databases]
-{APP_DB} = host=127.0.0.1 port={cluster.primary_port} dbname={APP_DB}
+{APP_DB} = host={upstream_host(cluster)} port={cluster.primary_port} dbname={APP_DB}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -806,7 +816,7 @@ auth = "md5"
         text += f"""
 [[nodes]]
 name = "{name}"
-host = "127.0.0.1"
+host = "{upstream_host(cluster)}"
 port = {nport}
 region = "local"
 """
@@ -1251,6 +1261,11 @@ class Bench:
             pass
         L.append(f"- pgbench scale {o.scale}, `-T {o.duration}` per run (`-C` runs half as "
                  "long), `-n`, `-j 2`; every proxy, pgbench and PostgreSQL share the same box")
+        L.append("- pgbench connects over TCP (127.0.0.1) to every target; PgBouncer and Meridian "
+                 "reach PostgreSQL over " + ("**Unix-domain sockets** (`--upstream unix`)"
+                                             if o.upstream == "unix" else
+                                             "TCP (`--upstream tcp`)") +
+                 "; Pgpool-II over TCP")
         try:
             autogroup = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
         except OSError:
@@ -1389,9 +1404,13 @@ def parse_args(argv=None):
                    help="shared (default): every process in the bench's scheduling group; "
                         "separate: each server (cluster, each proxy) in a session of its own, "
                         "which the kernel's autogroups schedule as a group, like services")
+    p.add_argument("--upstream", choices=["tcp", "unix"], default="tcp",
+                   help="how PgBouncer and Meridian reach PostgreSQL: tcp (default, 127.0.0.1) "
+                        "or unix (the cluster's Unix-domain sockets); pgbench always uses TCP")
     o = p.parse_args(argv)
-    global SEPARATE_SESSIONS
+    global SEPARATE_SESSIONS, UPSTREAM
     SEPARATE_SESSIONS = o.sched == "separate"
+    UPSTREAM = o.upstream
     if o.duration is None:
         o.duration = 2 if o.smoke else 15
     if o.scale is None:

@@ -21,4 +21,5 @@ mod routing;
 mod shutdown;
 mod support;
 mod tls;
+mod unix_socket;
 mod upstream_failure;

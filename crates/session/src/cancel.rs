@@ -3,12 +3,11 @@
 //! the right Postgres process.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a session's cancel should go: the server address and its BackendKeyData.
-pub type CancelTarget = (SocketAddr, i32, i32);
+pub type CancelTarget = (meridian_upstream::ServerAddr, i32, i32);
 
 /// A session's slot, updated when its active backend changes.
 #[derive(Debug, Default)]
@@ -22,7 +21,7 @@ impl CancelSlot {
 
     /// The backend a cancel should go to now.
     pub fn get(&self) -> Option<CancelTarget> {
-        *lock(&self.0)
+        lock(&self.0).clone()
     }
 }
 
@@ -89,8 +88,9 @@ mod tests {
         let reg = Arc::new(CancelRegistry::default());
         let guard = reg.register();
         assert_eq!(reg.lookup(guard.pid, guard.secret), None);
-        let target: CancelTarget = ("127.0.0.1:5432".parse().expect("addr"), 42, 7);
-        guard.slot.set(Some(target));
+        let addr = meridian_upstream::ServerAddr::Tcp("127.0.0.1:5432".parse().expect("addr"));
+        let target: CancelTarget = (addr, 42, 7);
+        guard.slot.set(Some(target.clone()));
         assert_eq!(reg.lookup(guard.pid, guard.secret), Some(target));
         assert_eq!(reg.lookup(guard.pid, guard.secret.wrapping_add(1)), None);
         let (pid, secret) = (guard.pid, guard.secret);

@@ -103,7 +103,7 @@ pub async fn handshake(
         StartupPacket::Cancel { pid, secret } => {
             if let Some((addr, bpid, bsecret)) = state.cancels.lookup(pid, secret) {
                 debug!(%addr, "forwarding cancel request");
-                let _ = meridian_upstream::send_cancel(addr, bpid, bsecret).await;
+                let _ = meridian_upstream::send_cancel(&addr, bpid, bsecret).await;
             }
             return Ok(Outcome::Cancelled);
         }

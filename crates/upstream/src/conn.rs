@@ -1,17 +1,20 @@
-//! One connection to an upstream Postgres server: TCP connect, TLS as the node's `sslmode`
-//! says, StartupMessage, whatever
+//! One connection to an upstream Postgres server: TCP connect (or a Unix-domain socket when the
+//! node's `host` is a directory, as in libpq), TLS as the node's `sslmode` says, StartupMessage,
+//! whatever
 //! authentication the server asks for (SCRAM-SHA-256, md5, cleartext, trust), then the
 //! ParameterStatus/BackendKeyData exchange up to the first ReadyForQuery.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use meridian_wire::{auth, frame, messages, parse, startup, tag::backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
-use crate::stream::{StreamReader, StreamWriter};
+use crate::stream::{Stream, StreamReader, StreamWriter};
 use crate::tls::NodeTls;
 use crate::UpstreamError;
 
@@ -20,9 +23,10 @@ use crate::UpstreamError;
 pub struct ConnectParams<'a> {
     /// Node index in the topology.
     pub node: usize,
-    /// Host name or address.
+    /// Host name or address, or the directory of the server's Unix-domain socket (a path
+    /// starting with `/`).
     pub host: &'a str,
-    /// TCP port.
+    /// TCP port (with a socket directory: the number in the socket's name).
     pub port: u16,
     /// Role to log in as.
     pub user: &'a str,
@@ -40,6 +44,31 @@ pub struct ConnectParams<'a> {
     pub tls: &'a NodeTls,
 }
 
+/// Where a server connection goes: a TCP address, or a Unix-domain socket's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// Unix-domain socket.
+    Unix(Arc<Path>),
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp(a) => a.fmt(f),
+            ServerAddr::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
+/// The path of the Unix-domain socket of a server whose `host` is a directory (starts with `/`,
+/// as in libpq): `<dir>/.s.PGSQL.<port>`. `None` for a host name or address.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<PathBuf> {
+    host.starts_with('/')
+        .then(|| Path::new(host).join(format!(".s.PGSQL.{port}")))
+}
+
 /// An authenticated server connection, idle (ReadyForQuery received).
 #[derive(Debug)]
 pub struct BackendConn {
@@ -52,7 +81,7 @@ pub struct BackendConn {
     /// Node index in the topology.
     pub node: usize,
     /// Server address, for CancelRequests.
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// Backend process id (BackendKeyData).
     pub pid: i32,
     /// Cancel secret (BackendKeyData).
@@ -65,7 +94,10 @@ pub struct BackendConn {
 
 /// Connects and authenticates, bounded by `params.timeout`.
 pub async fn connect(params: &ConnectParams<'_>) -> Result<BackendConn, UpstreamError> {
-    let addr_text = format!("{}:{}", params.host, params.port);
+    let addr_text = match unix_socket_path(params.host, params.port) {
+        Some(path) => path.display().to_string(),
+        None => format!("{}:{}", params.host, params.port),
+    };
     match tokio::time::timeout(params.timeout, connect_inner(params, &addr_text)).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::Timeout { addr: addr_text }),
@@ -80,12 +112,22 @@ async fn connect_inner(
         addr: addr_text.to_string(),
         source,
     };
-    let stream = TcpStream::connect((params.host, params.port))
-        .await
-        .map_err(io)?;
-    stream.set_nodelay(true).map_err(io)?;
-    let addr = stream.peer_addr().map_err(io)?;
-    let stream = params.tls.negotiate(stream, params.host, addr_text).await?;
+    let (stream, addr) = match unix_socket_path(params.host, params.port) {
+        // No TLS on a Unix-domain socket (libpq ignores `sslmode` there too).
+        Some(path) => {
+            let unix = UnixStream::connect(&path).await.map_err(io)?;
+            (Stream::Unix(unix), ServerAddr::Unix(path.into()))
+        }
+        None => {
+            let tcp = TcpStream::connect((params.host, params.port))
+                .await
+                .map_err(io)?;
+            tcp.set_nodelay(true).map_err(io)?;
+            let addr = ServerAddr::Tcp(tcp.peer_addr().map_err(io)?);
+            let stream = params.tls.negotiate(tcp, params.host, addr_text).await?;
+            (stream, addr)
+        }
+    };
     // On TLS, SCRAM binds to the server's certificate when the server offers
     // SCRAM-SHA-256-PLUS.
     let end_point = stream.peer_end_point();
@@ -227,9 +269,12 @@ impl BackendConn {
 }
 
 /// Sends a CancelRequest for `pid`/`secret` to `addr` (fire and forget, bounded).
-pub async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) -> std::io::Result<()> {
+pub async fn send_cancel(addr: &ServerAddr, pid: i32, secret: i32) -> std::io::Result<()> {
     let fut = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = match addr {
+            ServerAddr::Tcp(a) => Stream::Plain(TcpStream::connect(a).await?),
+            ServerAddr::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+        };
         let mut out = BytesMut::with_capacity(16);
         startup::encode_cancel(&mut out, pid, secret);
         stream.write_all(&out).await?;

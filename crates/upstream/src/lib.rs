@@ -12,7 +12,9 @@ pub mod stream;
 pub mod tls;
 mod topology;
 
-pub use conn::{connect, send_cancel, server_error, BackendConn, ConnectParams};
+pub use conn::{
+    connect, send_cancel, server_error, unix_socket_path, BackendConn, ConnectParams, ServerAddr,
+};
 pub use error::UpstreamError;
 pub use failover::{Ha, HaEvent, HaReport};
 pub use functions::{spawn_loader as spawn_function_loader, FunctionCatalog, Volatility};

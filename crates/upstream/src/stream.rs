@@ -1,6 +1,6 @@
 //! A connection that is plain TCP or TLS over TCP: client connections (after SSLRequest) and
-//! Meridian's own server connections (by `sslmode`). Split into halves, it is polled by the
-//! session loop exactly like a TCP socket.
+//! Meridian's own server connections (by `sslmode`), or a Unix-domain socket to a server on the
+//! same host. Split into halves, it is polled by the session loop exactly like a TCP socket.
 //!
 //! TLS writes are *write-through*: a write reports bytes as written only once their TLS
 //! records have reached the socket. A TLS library accepts plaintext and may keep the encrypted
@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{unix, TcpStream, UnixStream};
 use tokio_rustls::TlsStream;
 
 /// A client or server connection.
@@ -25,6 +25,8 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over TCP (either side of the handshake).
     Tls(Box<WriteThrough>),
+    /// A Unix-domain socket (server connections to a node whose `host` is a socket directory).
+    Unix(UnixStream),
     /// A TLS handshake on this connection failed: it can no longer carry anything, and every
     /// read or write fails with `NotConnected`.
     Closed,
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Stream {
         f.write_str(match self {
             Stream::Plain(_) => "Stream::Plain",
             Stream::Tls(_) => "Stream::Tls",
+            Stream::Unix(_) => "Stream::Unix",
             Stream::Closed => "Stream::Closed",
         })
     }
@@ -102,6 +105,10 @@ impl Stream {
                 let (r, w) = tokio::io::split(*tls);
                 (StreamReader::Tls(r), StreamWriter::Tls(w))
             }
+            Stream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (StreamReader::Unix(r), StreamWriter::Unix(w))
+            }
             Stream::Closed => (StreamReader::Closed, StreamWriter::Closed),
         }
     }
@@ -122,6 +129,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -136,6 +144,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -144,6 +153,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -152,6 +162,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -165,6 +176,8 @@ pub enum StreamReader {
     Plain(OwnedReadHalf),
     /// TLS.
     Tls(ReadHalf<WriteThrough>),
+    /// Unix-domain socket.
+    Unix(unix::OwnedReadHalf),
     /// See [`Stream::Closed`].
     Closed,
 }
@@ -176,6 +189,8 @@ pub enum StreamWriter {
     Plain(OwnedWriteHalf),
     /// TLS.
     Tls(WriteHalf<WriteThrough>),
+    /// Unix-domain socket.
+    Unix(unix::OwnedWriteHalf),
     /// See [`Stream::Closed`].
     Closed,
 }
@@ -186,6 +201,7 @@ impl StreamReader {
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             StreamReader::Plain(r) => r.try_read(buf),
+            StreamReader::Unix(r) => r.try_read(buf),
             StreamReader::Tls(r) => r
                 .read(buf)
                 .now_or_never()
@@ -200,6 +216,7 @@ impl StreamWriter {
     pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             StreamWriter::Plain(w) => w.try_write(buf),
+            StreamWriter::Unix(w) => w.try_write(buf),
             StreamWriter::Tls(w) => w
                 .write(buf)
                 .now_or_never()
@@ -217,6 +234,7 @@ impl AsyncRead for StreamReader {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamReader::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            StreamReader::Unix(s) => Pin::new(s).poll_read(cx, buf),
             StreamReader::Tls(s) => Pin::new(s).poll_read(cx, buf),
             StreamReader::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -231,6 +249,7 @@ impl AsyncWrite for StreamWriter {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             StreamWriter::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            StreamWriter::Unix(s) => Pin::new(s).poll_write(cx, buf),
             StreamWriter::Tls(s) => Pin::new(s).poll_write(cx, buf),
             StreamWriter::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -239,6 +258,7 @@ impl AsyncWrite for StreamWriter {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamWriter::Plain(s) => Pin::new(s).poll_flush(cx),
+            StreamWriter::Unix(s) => Pin::new(s).poll_flush(cx),
             StreamWriter::Tls(s) => Pin::new(s).poll_flush(cx),
             StreamWriter::Closed => Poll::Ready(Err(not_connected())),
         }
@@ -247,6 +267,7 @@ impl AsyncWrite for StreamWriter {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamWriter::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            StreamWriter::Unix(s) => Pin::new(s).poll_shutdown(cx),
             StreamWriter::Tls(s) => Pin::new(s).poll_shutdown(cx),
             StreamWriter::Closed => Poll::Ready(Err(not_connected())),
         }

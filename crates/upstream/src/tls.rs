@@ -55,7 +55,12 @@ impl NodeTls {
     pub fn for_node(config: &Config, index: usize) -> Result<NodeTls, UpstreamError> {
         let setting = config.node_tls(index);
         let mode = setting.sslmode;
-        if mode == SslMode::Disable {
+        // A Unix-domain socket carries no TLS (as in libpq, `sslmode` does not apply there).
+        let unix = config
+            .nodes
+            .get(index)
+            .is_some_and(|n| n.host.starts_with('/'));
+        if mode == SslMode::Disable || unix {
             return Ok(NodeTls::disabled());
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -326,7 +331,11 @@ impl MakeTlsConnect<tokio_postgres::Socket> for PgTls {
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<PgTlsConnect> {
-        let name = server_name(domain).map_err(io::Error::other)?;
+        // Without TLS there is no name to check (a Unix-domain socket has none).
+        let name = match &self.0 {
+            Some(_) => Some(server_name(domain).map_err(io::Error::other)?),
+            None => None,
+        };
         Ok(PgTlsConnect {
             config: self.0.clone(),
             name,
@@ -337,7 +346,7 @@ impl MakeTlsConnect<tokio_postgres::Socket> for PgTls {
 /// One connection attempt of [`PgTls`].
 pub struct PgTlsConnect {
     config: Option<Arc<ClientConfig>>,
-    name: ServerName<'static>,
+    name: Option<ServerName<'static>>,
 }
 
 impl TlsConnect<tokio_postgres::Socket> for PgTlsConnect {
@@ -347,11 +356,11 @@ impl TlsConnect<tokio_postgres::Socket> for PgTlsConnect {
 
     fn connect(self, socket: tokio_postgres::Socket) -> Self::Future {
         Box::pin(async move {
-            let config = self
-                .config
-                .ok_or_else(|| io::Error::other("TLS is disabled"))?;
+            let (Some(config), Some(name)) = (self.config, self.name) else {
+                return Err(io::Error::other("TLS is disabled"));
+            };
             let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(self.name, socket)
+                .connect(name, socket)
                 .await?;
             Ok(PgTlsStream(tls))
         })

@@ -487,7 +487,7 @@ impl Session {
         self.fatal_seen = false;
         let target = self.backends[node]
             .as_ref()
-            .map(|b| (b.conn.addr, b.conn.pid, b.conn.secret));
+            .map(|b| (b.conn.addr.clone(), b.conn.pid, b.conn.secret));
         self.cancel.slot.set(target);
     }
 
@@ -661,9 +661,9 @@ impl Session {
             }
         } else if !self.owners.is_empty() {
             if let Some(b) = self.active.and_then(|i| self.backends[i].as_ref()) {
-                let (addr, pid, secret) = (b.conn.addr, b.conn.pid, b.conn.secret);
+                let (addr, pid, secret) = (b.conn.addr.clone(), b.conn.pid, b.conn.secret);
                 tokio::spawn(async move {
-                    let _ = meridian_upstream::send_cancel(addr, pid, secret).await;
+                    let _ = meridian_upstream::send_cancel(&addr, pid, secret).await;
                 });
             }
         }

@@ -1,0 +1,91 @@
+//! Nodes reached through their Unix-domain sockets (`host` = the socket directory, as in
+//! libpq): routing, writes, cancels and both pool modes work as over TCP.
+
+use std::time::Duration;
+
+use meridian_config::PoolMode;
+use tokio_postgres::NoTls;
+
+use crate::support::{sqlstate, Env};
+
+/// A cluster whose nodes Meridian reaches through their sockets in the cluster's directory.
+async fn start(pool_mode: PoolMode) -> Env {
+    let cluster = tokio::task::spawn_blocking(|| {
+        meridian_testkit::Cluster::builder()
+            .replicas(1)
+            .start()
+            .expect("cluster starts")
+    })
+    .await
+    .expect("cluster task");
+    let dir = cluster.dir().to_string_lossy().into_owned();
+    Env::with_cluster(cluster, move |c| {
+        for n in &mut c.nodes {
+            n.host = dir.clone();
+        }
+        c.pool.pool_mode = pool_mode;
+    })
+    .await
+}
+
+/// `inet_server_addr()` is NULL on a connection that came in through a Unix-domain socket.
+async fn over_unix(client: &tokio_postgres::Client, hint: &str) -> (bool, bool) {
+    let row = client
+        .query_one(
+            &format!("{hint}SELECT inet_server_addr() IS NULL, pg_is_in_recovery()"),
+            &[],
+        )
+        .await
+        .expect("query");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_writes_and_cancels_go_through_unix_sockets() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = start(mode).await;
+        let client = env.connect().await;
+
+        // Reads go to the replica, writes to the primary, both over their sockets.
+        assert_eq!(over_unix(&client, "").await, (true, true), "{mode:?}");
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS unix_t (v int); INSERT INTO unix_t VALUES (1)",
+            )
+            .await
+            .expect("write");
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM unix_t", &[])
+            .await
+            .expect("read your write")
+            .get(0);
+        assert_eq!(n, 1, "{mode:?}");
+        assert_eq!(
+            over_unix(&client, "/* meridian:primary */ ").await,
+            (true, false),
+            "{mode:?}"
+        );
+
+        // A CancelRequest reaches the server process through its socket.
+        let token = client.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel_query(NoTls).await
+        });
+        let err = client
+            .simple_query("/* meridian:primary */ SELECT pg_sleep(60)")
+            .await
+            .expect_err("cancelled");
+        assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{mode:?}: {err}");
+        canceller.await.expect("join").expect("cancel sent");
+        let row = client.query_one("SELECT 1", &[]).await.expect("usable");
+        assert_eq!(row.get::<_, i32>(0), 1);
+
+        // The health loop reaches the nodes the same way.
+        let topo = env.proxy.topology.load();
+        assert!(topo.nodes.iter().all(|n| n.healthy), "{mode:?}");
+        env.cluster
+            .psql(env.cluster.primary(), "app", "DROP TABLE unix_t")
+            .expect("drop");
+    }
+}
