@@ -310,3 +310,20 @@ fn protocol(addr: &str, detail: impl std::fmt::Display) -> UpstreamError {
         detail: detail.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_host_is_a_unix_socket() {
+        assert_eq!(
+            unix_socket_path("/var/run/postgresql", 5433),
+            Some(PathBuf::from("/var/run/postgresql/.s.PGSQL.5433"))
+        );
+        assert_eq!(unix_socket_path("127.0.0.1", 5432), None);
+        assert_eq!(unix_socket_path("db.internal", 5432), None);
+        let addr = ServerAddr::Unix(Path::new("/tmp/.s.PGSQL.5432").into());
+        assert_eq!(addr.to_string(), "/tmp/.s.PGSQL.5432");
+    }
+}
