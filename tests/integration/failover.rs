@@ -79,7 +79,7 @@ async fn ledger_writer(
     client
 }
 
-async fn first_write_after(env: &Env, since: Instant) -> Duration {
+pub(crate) async fn first_write_after(env: &Env, since: Instant) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(c) = env.try_connect(creds::APP_USER, creds::APP_PASSWORD).await {
@@ -237,7 +237,7 @@ async fn kill_9_of_the_primary_loses_no_acknowledged_write() {
     assert!(env.proxy.ha.events().iter().any(|e| e.kind == "failover"));
 }
 
-async fn setup_follow_check(env: &Env, replica: &meridian_testkit::Node) {
+pub(crate) async fn setup_follow_check(env: &Env, replica: &meridian_testkit::Node) {
     let c = env.connect().await;
     c.execute("INSERT INTO ledger (id) VALUES (-50)", &[])
         .await

@@ -1,7 +1,7 @@
 //! Nodes reached through their Unix-domain sockets (`host` = the socket directory, as in
-//! libpq): routing, writes, cancels and both pool modes work as over TCP.
+//! libpq): routing, writes, cancels, both pool modes and failover work as over TCP.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meridian_config::PoolMode;
 use tokio_postgres::NoTls;
@@ -10,9 +10,14 @@ use crate::support::{sqlstate, Env};
 
 /// A cluster whose nodes Meridian reaches through their sockets in the cluster's directory.
 async fn start(pool_mode: PoolMode) -> Env {
-    let cluster = tokio::task::spawn_blocking(|| {
+    start_with(1, false, pool_mode).await
+}
+
+async fn start_with(replicas: usize, sync: bool, pool_mode: PoolMode) -> Env {
+    let cluster = tokio::task::spawn_blocking(move || {
         meridian_testkit::Cluster::builder()
-            .replicas(1)
+            .replicas(replicas)
+            .synchronous(sync)
             .start()
             .expect("cluster starts")
     })
@@ -88,4 +93,54 @@ async fn reads_writes_and_cancels_go_through_unix_sockets() {
             .psql(env.cluster.primary(), "app", "DROP TABLE unix_t")
             .expect("drop");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_promotes_and_repoints_through_unix_sockets() {
+    let env = start_with(2, true, PoolMode::Session).await;
+    let n = env.cluster.nodes().count();
+    env.proxy
+        .topology
+        .wait_for(Duration::from_secs(15), |t| {
+            t.nodes.iter().filter(|x| x.healthy).count() == n
+        })
+        .await;
+    let setup = env.connect().await;
+    setup
+        .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY); INSERT INTO ledger VALUES (1)")
+        .await
+        .expect("create");
+
+    let old = env.cluster.primary().clone();
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| old.kill9()).expect("kill -9");
+    crate::failover::first_write_after(&env, killed_at).await;
+
+    let topo = env.proxy.topology.load();
+    let new_primary = topo.primary_node().expect("a new primary").clone();
+    assert_ne!(new_primary.port, old.port);
+    // The acknowledged row is there, and writes reach the new primary over its socket.
+    let c = env.connect().await;
+    let n: i64 = c
+        .query_one(
+            "/* meridian:primary */ SELECT count(*) FROM ledger WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("read on the new primary")
+        .get(0);
+    assert_eq!(n, 1);
+    assert_eq!(
+        over_unix(&c, "/* meridian:primary */ ").await,
+        (true, false)
+    );
+    // The other replica was re-pointed at the new primary (its socket directory and port).
+    let other = env
+        .cluster
+        .replicas()
+        .iter()
+        .find(|n| n.port != new_primary.port)
+        .expect("other replica")
+        .clone();
+    crate::failover::setup_follow_check(&env, &other).await;
 }
