@@ -144,3 +144,97 @@ async fn failover_promotes_and_repoints_through_unix_sockets() {
         .clone();
     crate::failover::setup_follow_check(&env, &other).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_connect_through_meridians_own_socket() {
+    let sockets = tempfile_dir();
+    let dir = sockets.clone();
+    let env = crate::support::Env::start_with(1, move |c| {
+        c.proxy.unix_socket_dir = Some(dir.to_string_lossy().into_owned());
+    })
+    .await;
+    let port = env.addr().port();
+    let path = sockets.join(format!(".s.PGSQL.{port}"));
+    assert_eq!(env.proxy.unix_socket.as_deref(), Some(path.as_path()));
+
+    // tokio-postgres, as libpq does, takes a directory as the host of a Unix-domain socket.
+    let mut cfg = env.pg_config(
+        meridian_testkit::creds::APP_USER,
+        meridian_testkit::creds::APP_PASSWORD,
+    );
+    cfg.host_path(&sockets).port(port);
+    let (client, conn) = cfg.connect(NoTls).await.expect("connect over the socket");
+    tokio::spawn(conn);
+    // Routing is as over TCP: a read on the replica, a write on the primary.
+    let row = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("read");
+    assert!(row.get::<_, bool>(0));
+    client
+        .batch_execute("CREATE TABLE unix_client_t (v int); INSERT INTO unix_client_t VALUES (1)")
+        .await
+        .expect("write");
+
+    // A CancelRequest through the socket reaches the running statement.
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await
+    });
+    let err = client
+        .simple_query("/* meridian:primary */ SELECT pg_sleep(60)")
+        .await
+        .expect_err("cancelled");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    canceller.await.expect("join").expect("cancel sent");
+
+    // psql with `-h <directory>`.
+    let psql = env.cluster.bin().path("psql");
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(psql)
+            .arg("-h")
+            .arg(&sockets)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                meridian_testkit::creds::APP_USER,
+            ])
+            .args(["-d", meridian_testkit::creds::APP_DB, "-Atc"])
+            .arg("SELECT count(*) FROM unix_client_t")
+            .env("PGPASSWORD", meridian_testkit::creds::APP_PASSWORD)
+            .output()
+            .expect("psql runs")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    client
+        .batch_execute("DROP TABLE unix_client_t")
+        .await
+        .expect("drop");
+
+    // The socket goes away with the proxy.
+    drop(client);
+    drop(env);
+    assert!(!path.exists(), "socket file left behind");
+    let _ = std::fs::remove_dir(&sockets);
+}
+
+/// A fresh directory for a socket (removed by the test).
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "meridian-sock-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("socket directory");
+    dir
+}

@@ -310,6 +310,9 @@ impl Default for RoutingConfig {
 pub struct ProxyConfig {
     /// Address for Postgres clients, e.g. `127.0.0.1:6432`.
     pub listen: String,
+    /// Directory for a Unix-domain socket clients on this host may connect through
+    /// (`<dir>/.s.PGSQL.<port of listen>`, as Postgres and PgBouncer name it); off when absent.
+    pub unix_socket_dir: Option<String>,
     /// Address of the HTTP admin API (metrics, status, dashboard); off when absent.
     pub admin_listen: Option<String>,
     /// Bearer token that mutating admin API calls (failover, switchover, unfence, reload,
@@ -366,6 +369,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listen: "127.0.0.1:6432".into(),
+            unix_socket_dir: None,
             admin_listen: None,
             admin_token: None,
             admin_token_env: None,

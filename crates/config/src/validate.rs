@@ -10,6 +10,14 @@ impl Config {
     /// `password` only.
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         check_addr("proxy.listen", &self.proxy.listen)?;
+        if let Some(dir) = &self.proxy.unix_socket_dir {
+            if !dir.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "proxy.unix_socket_dir",
+                    "must be an absolute path (a directory)",
+                ));
+            }
+        }
         if let Some(admin) = &self.proxy.admin_listen {
             check_addr("proxy.admin_listen", admin)?;
         }
@@ -330,6 +338,11 @@ port = 55432
     fn bad_listen_address_is_named() {
         let e = err(&GOOD.replace("127.0.0.1:6432", "nowhere"));
         assert!(e.starts_with("proxy.listen"), "{e}");
+        let e = err(&GOOD.replace(
+            "listen = \"127.0.0.1:6432\"",
+            "listen = \"127.0.0.1:6432\"\nunix_socket_dir = \"run\"",
+        ));
+        assert!(e.starts_with("proxy.unix_socket_dir"), "{e}");
     }
 
     #[test]

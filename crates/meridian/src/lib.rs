@@ -19,6 +19,9 @@ pub mod reload;
 pub struct Running {
     /// Where clients connect.
     pub listen_addr: SocketAddr,
+    /// The Unix-domain socket clients may connect through (`proxy.unix_socket_dir`); removed
+    /// when the proxy stops.
+    pub unix_socket: Option<std::path::PathBuf>,
     /// The topology the proxy sees.
     pub topology: TopologyHandle,
     /// Shared state (configuration, users, cancel keys).
@@ -92,6 +95,9 @@ impl Drop for Running {
         let _ = self.shutdown.send(true);
         self.state.close_pools();
         self.listener_task.abort();
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
         self.catalog_task.abort();
         self.trim_task.abort();
         self.ha_task.abort();
@@ -99,6 +105,33 @@ impl Drop for Running {
             t.abort();
         }
     }
+}
+
+/// Binds `<dir>/.s.PGSQL.<port>` for local clients, as Postgres names its socket. A socket
+/// file left by a proxy that is gone is replaced; one that answers is in use and is an error.
+fn bind_unix(
+    dir: &str,
+    port: u16,
+) -> anyhow::Result<(tokio::net::UnixListener, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = meridian_upstream::unix_socket_path(dir, port)
+        .ok_or_else(|| anyhow::anyhow!("proxy.unix_socket_dir: {dir:?} is not an absolute path"))?;
+    let err = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "proxy.unix_socket_dir: cannot listen on {}: {e}",
+            path.display()
+        )
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(err(std::io::ErrorKind::AddrInUse.into()));
+        }
+        std::fs::remove_file(&path).map_err(err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(err)?;
+    // Like Postgres' default `unix_socket_permissions`: the directory decides who gets in.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
+    Ok((listener, path))
 }
 
 /// Loads every TLS file the configuration names (client certificate and key, CA files), as
@@ -130,6 +163,10 @@ pub async fn start_from(
         )
     })?;
     let listen_addr = listener.local_addr()?;
+    let unix = match &config.proxy.unix_socket_dir {
+        Some(dir) => Some(bind_unix(dir, listen_addr.port())?),
+        None => None,
+    };
     let admin_listener = bind_admin(&config).await?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
     // Room for every node slot a reload may add.
@@ -159,15 +196,24 @@ pub async fn start_from(
         meridian_session::Workers::start(state.config.proxy.worker_threads)
             .map_err(|e| anyhow::anyhow!("proxy.worker_threads: cannot start workers: {e}"))?,
     );
+    let (unix_listener, unix_socket) = match unix {
+        Some((l, path)) => (Some(l), Some(path)),
+        None => (None, None),
+    };
+    let listeners = meridian_session::Listeners {
+        tcp: listener,
+        unix: unix_listener,
+    };
     let listener_task = tokio::spawn(meridian_session::serve(
-        listener,
+        listeners,
         state.clone(),
         workers.clone(),
         rx,
     ));
-    tracing::info!(%listen_addr, "meridian listening");
+    tracing::info!(%listen_addr, unix_socket = ?unix_socket, "meridian listening");
     Ok(Running {
         listen_addr,
+        unix_socket,
         topology,
         state,
         ha,

@@ -18,7 +18,7 @@ mod workers;
 
 pub use cancel::{CancelGuard, CancelRegistry, CancelSlot};
 pub use error::SessionError;
-pub use listener::serve;
+pub use listener::{serve, Listeners};
 pub use ratelimit::AuthFailures;
 pub use reload::{ReloadRefused, ReloadReport, Reloader};
 pub use state::{Drain, ProxyState, UserAuth, Users};

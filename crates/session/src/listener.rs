@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use meridian_upstream::stream::Stream;
 use meridian_wire::messages;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -18,19 +18,54 @@ use crate::stats::ClientGuard;
 use crate::workers::Workers;
 use crate::{ProxyState, SessionError};
 
-/// Accepts clients on `listener` until `shutdown` turns true; each client runs on one of
+/// Where clients connect: the TCP address, and the Unix-domain socket if there is one.
+pub struct Listeners {
+    /// `proxy.listen`.
+    pub tcp: TcpListener,
+    /// `proxy.unix_socket_dir`.
+    pub unix: Option<UnixListener>,
+}
+
+/// The address that stands for every client of the Unix-domain socket where a client address is
+/// needed (failed authentications are limited per address).
+const UNIX_PEER: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// A client socket as accepted, moved to a worker thread as a plain socket.
+enum Accepted {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Accepted {
+    /// Registers the socket with the current (worker's) reactor.
+    fn register(self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Accepted::Tcp(s) => Stream::Plain(TcpStream::from_std(s)?),
+            Accepted::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
+/// Accepts clients on `listeners` until `shutdown` turns true; each client runs on one of
 /// `workers`.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     state: Arc<ProxyState>,
     workers: Arc<Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Counted rather than a semaphore so that a reload can change the limit.
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let unix = listeners.unix;
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = listeners.tcp.accept() => a.and_then(|(s, peer)| {
+                let _ = s.set_nodelay(true);
+                Ok((Accepted::Tcp(s.into_std()?), peer.ip()))
+            }),
+            a = accept_unix(unix.as_ref()), if unix.is_some() => {
+                a.and_then(|s| Ok((Accepted::Unix(s.into_std()?), UNIX_PEER)))
+            }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     info!("listener stopped");
@@ -39,7 +74,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let (stream, peer) = match accepted {
+        let (socket, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -48,22 +83,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let state = state.clone();
         let max_clients = state.live.load().proxy.max_client_connections;
         match ClientPermit::try_new(&open, max_clients) {
             Some(permit) => {
                 // The socket moves to the worker's own reactor.
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(error = %e, "cannot hand a client socket to a worker");
-                        continue;
-                    }
-                };
                 workers.spawn(async move {
                     let _permit = permit;
-                    let stream = match TcpStream::from_std(stream) {
+                    let stream = match socket.register() {
                         Ok(s) => s,
                         Err(e) => {
                             warn!(error = %e, "cannot register a client socket");
@@ -71,8 +98,7 @@ pub async fn serve(
                         }
                     };
                     let mut counted = state.stats.client_connected();
-                    if let Err(e) =
-                        handle_client(stream, peer.ip(), state.clone(), &mut counted).await
+                    if let Err(e) = handle_client(stream, peer, state.clone(), &mut counted).await
                     {
                         debug!(%peer, error = %e, kind = e.kind(), "client session ended with error");
                     }
@@ -81,17 +107,26 @@ pub async fn serve(
             None => {
                 state.stats.client_rejected();
                 tokio::spawn(async move {
-                    reject(Stream::Plain(stream), &SessionError::TooManyClients).await;
+                    if let Ok(stream) = socket.register() {
+                        reject(stream, &SessionError::TooManyClients).await;
+                    }
                 });
             }
         }
     }
 }
 
+async fn accept_unix(listener: Option<&UnixListener>) -> std::io::Result<UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
 /// Startup, authentication, then the session proper. `counted` moves to the `session` state
 /// once the client has authenticated.
 async fn handle_client(
-    stream: TcpStream,
+    mut stream: Stream,
     peer: std::net::IpAddr,
     state: Arc<ProxyState>,
     counted: &mut ClientGuard<'_>,
@@ -99,7 +134,6 @@ async fn handle_client(
     // Nothing is allocated for a client that has sent nothing yet (the buffer grows with what
     // arrives), so connections that never finish startup stay cheap.
     let mut buf = BytesMut::new();
-    let mut stream = Stream::Plain(stream);
     let timeout = Duration::from_millis(state.live.load().proxy.startup_timeout_ms);
     let outcome = match tokio::time::timeout(
         timeout,

@@ -59,6 +59,8 @@ pub async fn handshake(
                     "SSLRequest on a connection that already uses TLS".into(),
                 ))
             }
+            // As Postgres does, no TLS on a Unix-domain socket.
+            StartupPacket::SslRequest if stream.is_unix() => write(stream, b"N").await?,
             StartupPacket::SslRequest => match &state.client_tls {
                 Some(tls) => {
                     // Whatever follows the SSLRequest before the handshake was sent in
@@ -88,8 +90,11 @@ pub async fn handshake(
             other => break other,
         }
     };
+    // A local socket is as private as its directory's permissions: `require_client_tls`
+    // applies to TCP clients.
     if matches!(packet, StartupPacket::Startup { .. })
         && !stream.is_tls()
+        && !stream.is_unix()
         && state.client_tls.as_ref().is_some_and(|t| t.required())
     {
         return Err(SessionError::Auth {

@@ -25,7 +25,8 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over TCP (either side of the handshake).
     Tls(Box<WriteThrough>),
-    /// A Unix-domain socket (server connections to a node whose `host` is a socket directory).
+    /// A Unix-domain socket: a client on `proxy.unix_socket_dir`, or a server connection to a
+    /// node whose `host` is a socket directory.
     Unix(UnixStream),
     /// A TLS handshake on this connection failed: it can no longer carry anything, and every
     /// read or write fails with `NotConnected`.
@@ -47,6 +48,11 @@ impl Stream {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether the connection is a Unix-domain socket (local, and never encrypted).
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
     }
 
     /// The `tls-server-end-point` channel-binding data of the server's certificate, on the client
