@@ -185,6 +185,9 @@ def run_as_kwargs(user: str | None) -> dict:
 SEPARATE_SESSIONS = False
 # How the proxies reach PostgreSQL: "tcp" (127.0.0.1) or "unix" (the cluster's socket directory).
 UPSTREAM = "tcp"
+# How pgbench reaches each target: "tcp" (127.0.0.1) or "unix" (the target's Unix-domain socket;
+# Pgpool-II stays on TCP).
+CLIENT = "tcp"
 
 
 def upstream_host(cluster) -> str:
@@ -633,11 +636,14 @@ class Cluster:
 
 
 class Target:
-    def __init__(self, key: str, port: int, proc: Proc | None = None, note: str = ""):
+    def __init__(self, key: str, port: int, proc: Proc | None = None, note: str = "",
+                 socket_dir: str | None = None):
         self.key = key
         self.port = port
         self.proc = proc
         self.note = note
+        # The directory of the target's Unix-domain socket, if it has one.
+        self.socket_dir = socket_dir
 
 
 def start_pgbouncer(cluster: Cluster, tmp: Path, run_user: str | None, procs: list) -> Target:
@@ -659,7 +665,7 @@ def start_pgbouncer(cluster: Cluster, tmp: Path, run_user: str | None, procs: li
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
-unix_socket_dir =
+unix_socket_dir = {d if CLIENT == "unix" else ""}
 auth_type = scram-sha-256
 auth_file = {d}/userlist.txt
 pool_mode = transaction
@@ -683,7 +689,8 @@ stats_period = 600
     return Target("pgbouncer", port, proc,
                   f"{tool_version([exe, '--version'])}, `pool_mode = transaction`, "
                   "`default_pool_size = 20` to the primary, max_client_conn 2000, "
-                  "`auth_type = scram-sha-256` with the app user's SCRAM verifier in auth_file")
+                  "`auth_type = scram-sha-256` with the app user's SCRAM verifier in auth_file",
+                  socket_dir=str(d) if CLIENT == "unix" else None)
 
 
 def start_pgpool(cluster: Cluster, tmp: Path, run_user: str | None, procs: list) -> Target:
@@ -789,7 +796,7 @@ def chown_tree(path: Path, user: str | None) -> None:
 
 
 def meridian_config(cluster: Cluster, port: int, passthrough: bool, txpool: bool = False,
-                    autoprep: bool = False) -> str:
+                    autoprep: bool = False, socket_dir: str | None = None) -> str:
     text = f"""\
 [proxy]
 listen = "127.0.0.1:{port}"
@@ -797,6 +804,7 @@ region = "local"
 max_client_connections = 10000
 worker_threads = {os.environ.get("MERIDIAN_WORKER_THREADS", "0")}
 auto_prepare = {"true" if autoprep else "false"}
+{f'unix_socket_dir = "{socket_dir}"' if socket_dir else ""}
 
 [monitor]
 user = "{SUPERUSER}"
@@ -836,8 +844,9 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     d.mkdir()
     port = free_port()
     conf = d / "meridian.toml"
+    socket_dir = str(d) if CLIENT == "unix" else None
     conf.write_text(meridian_config(cluster, port, passthrough, key == "meridian-txpool",
-                                    key == "meridian-autoprep"))
+                                    key == "meridian-autoprep", socket_dir))
     check = subprocess.run([str(meridian), "check-config", str(conf)], capture_output=True,
                            text=True, timeout=30)
     if check.returncode != 0:
@@ -865,7 +874,7 @@ def start_meridian(meridian: Path, cluster: Cluster, tmp: Path, key: str,
     if key == "meridian-txpool":
         note += (f", `[pool] pool_mode = \"transaction\"`, `pool_size = {TXPOOL_SIZE}` "
                  "(per node: primary and each replica)")
-    return Target(key, port, proc, note)
+    return Target(key, port, proc, note, socket_dir=socket_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -915,7 +924,8 @@ def run_pgbench(target: Target, args: list[str], clients: int, duration: int,
     txlogs = logdir / "txlog"
     txlogs.mkdir(exist_ok=True)
     prefix = str(txlogs / label)
-    argv = [find_exe("pgbench") or "pgbench", "-h", "127.0.0.1", "-p", str(target.port),
+    host = target.socket_dir if CLIENT == "unix" and target.socket_dir else "127.0.0.1"
+    argv = [find_exe("pgbench") or "pgbench", "-h", host, "-p", str(target.port),
             "-U", APP_USER, "-n", "-c", str(clients), "-j", str(min(2, clients)),
             "-T", str(duration), "-l", f"--log-prefix={prefix}"] + args + [APP_DB]
     env = dict(os.environ, PGPASSWORD=APP_PW, PGCONNECT_TIMEOUT="15")
@@ -1156,8 +1166,10 @@ class Bench:
                       or (t == "pgbouncer" and find_exe("pgbouncer"))]
         for key in wanted:
             if key == "direct":
-                self.targets["direct"] = Target("direct", cluster.primary_port, None,
-                                                "pgbench straight to the primary")
+                self.targets["direct"] = Target(
+                    "direct", cluster.primary_port, None, "pgbench straight to the primary",
+                    socket_dir=str(Path(cluster.nodes[0][2]).parent) if CLIENT == "unix"
+                    else None)
             elif key == "pgbouncer":
                 self.add_target(key, lambda: start_pgbouncer(cluster, self.tmp, run_user,
                                                              self.procs))
@@ -1261,11 +1273,12 @@ class Bench:
             pass
         L.append(f"- pgbench scale {o.scale}, `-T {o.duration}` per run (`-C` runs half as "
                  "long), `-n`, `-j 2`; every proxy, pgbench and PostgreSQL share the same box")
-        L.append("- pgbench connects over TCP (127.0.0.1) to every target; PgBouncer and Meridian "
-                 "reach PostgreSQL over " + ("**Unix-domain sockets** (`--upstream unix`)"
-                                             if o.upstream == "unix" else
-                                             "TCP (`--upstream tcp`)") +
-                 "; Pgpool-II over TCP")
+        L.append("- pgbench connects to every target over " +
+                 ("its **Unix-domain socket** (`--client unix`; Pgpool-II over TCP)"
+                  if o.client == "unix" else "TCP, 127.0.0.1 (`--client tcp`)") +
+                 "; PgBouncer and Meridian reach PostgreSQL over " +
+                 ("**Unix-domain sockets** (`--upstream unix`)" if o.upstream == "unix" else
+                  "TCP (`--upstream tcp`)") + "; Pgpool-II over TCP")
         try:
             autogroup = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
         except OSError:
@@ -1407,10 +1420,16 @@ def parse_args(argv=None):
     p.add_argument("--upstream", choices=["tcp", "unix"], default="tcp",
                    help="how PgBouncer and Meridian reach PostgreSQL: tcp (default, 127.0.0.1) "
                         "or unix (the cluster's Unix-domain sockets); pgbench always uses TCP")
+    p.add_argument("--client", choices=["tcp", "unix"], default="tcp",
+                   help="how pgbench reaches each target: tcp (default, 127.0.0.1) or unix "
+                        "(the target's Unix-domain socket: PostgreSQL's, PgBouncer's "
+                        "unix_socket_dir, Meridian's proxy.unix_socket_dir; Pgpool-II stays "
+                        "on TCP)")
     o = p.parse_args(argv)
-    global SEPARATE_SESSIONS, UPSTREAM
+    global SEPARATE_SESSIONS, UPSTREAM, CLIENT
     SEPARATE_SESSIONS = o.sched == "separate"
     UPSTREAM = o.upstream
+    CLIENT = o.client
     if o.duration is None:
         o.duration = 2 if o.smoke else 15
     if o.scale is None:
