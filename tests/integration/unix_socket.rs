@@ -45,6 +45,21 @@ async fn over_unix(client: &tokio_postgres::Client, hint: &str) -> (bool, bool) 
     (row.get(0), row.get(1))
 }
 
+/// Cancels a `pg_sleep` on the primary through the client's cancel key: 57014.
+async fn cancel_reaches_the_statement(client: &tokio_postgres::Client) {
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await
+    });
+    let err = client
+        .simple_query("/* meridian:primary */ SELECT pg_sleep(60)")
+        .await
+        .expect_err("cancelled");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    canceller.await.expect("join").expect("cancel sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_writes_and_cancels_go_through_unix_sockets() {
     for mode in [PoolMode::Session, PoolMode::Transaction] {
@@ -72,17 +87,7 @@ async fn reads_writes_and_cancels_go_through_unix_sockets() {
         );
 
         // A CancelRequest reaches the server process through its socket.
-        let token = client.cancel_token();
-        let canceller = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            token.cancel_query(NoTls).await
-        });
-        let err = client
-            .simple_query("/* meridian:primary */ SELECT pg_sleep(60)")
-            .await
-            .expect_err("cancelled");
-        assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{mode:?}: {err}");
-        canceller.await.expect("join").expect("cancel sent");
+        cancel_reaches_the_statement(&client).await;
         let row = client.query_one("SELECT 1", &[]).await.expect("usable");
         assert_eq!(row.get::<_, i32>(0), 1);
 
@@ -177,17 +182,7 @@ async fn clients_connect_through_meridians_own_socket() {
         .expect("write");
 
     // A CancelRequest through the socket reaches the running statement.
-    let token = client.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        token.cancel_query(NoTls).await
-    });
-    let err = client
-        .simple_query("/* meridian:primary */ SELECT pg_sleep(60)")
-        .await
-        .expect_err("cancelled");
-    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
-    canceller.await.expect("join").expect("cancel sent");
+    cancel_reaches_the_statement(&client).await;
 
     // psql with `-h <directory>`.
     let psql = env.cluster.bin().path("psql");
