@@ -24,13 +24,26 @@ async fn start_with(replicas: usize, sync: bool, pool_mode: PoolMode) -> Env {
     .await
     .expect("cluster task");
     let dir = cluster.dir().to_string_lossy().into_owned();
-    Env::with_cluster(cluster, move |c| {
+    let env = Env::with_cluster(cluster, move |c| {
         for n in &mut c.nodes {
             n.host = dir.clone();
         }
         c.pool.pool_mode = pool_mode;
     })
-    .await
+    .await;
+    all_healthy(&env).await;
+    env
+}
+
+/// Waits until the health loop has seen every node (reads go to a replica only after that).
+async fn all_healthy(env: &Env) {
+    let n = env.cluster.nodes().count();
+    env.proxy
+        .topology
+        .wait_for(Duration::from_secs(15), |t| {
+            t.nodes.iter().filter(|x| x.healthy).count() == n
+        })
+        .await;
 }
 
 /// `inet_server_addr()` is NULL on a connection that came in through a Unix-domain socket.
@@ -103,13 +116,6 @@ async fn reads_writes_and_cancels_go_through_unix_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_promotes_and_repoints_through_unix_sockets() {
     let env = start_with(2, true, PoolMode::Session).await;
-    let n = env.cluster.nodes().count();
-    env.proxy
-        .topology
-        .wait_for(Duration::from_secs(15), |t| {
-            t.nodes.iter().filter(|x| x.healthy).count() == n
-        })
-        .await;
     let setup = env.connect().await;
     setup
         .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY); INSERT INTO ledger VALUES (1)")
@@ -158,6 +164,7 @@ async fn clients_connect_through_meridians_own_socket() {
         c.proxy.unix_socket_dir = Some(dir.to_string_lossy().into_owned());
     })
     .await;
+    all_healthy(&env).await;
     let port = env.addr().port();
     let path = sockets.join(format!(".s.PGSQL.{port}"));
     assert_eq!(env.proxy.unix_socket.as_deref(), Some(path.as_path()));
