@@ -68,6 +68,7 @@ fn node_json(n: &NodeState, server_connections: u64) -> Value {
         "lag_bytes": n.lag_bytes,
         "lag_ms": n.lag_ms,
         "rtt_ms": n.rtt_us as f64 / 1000.0,
+        "base_rtt_ms": n.base_rtt_us as f64 / 1000.0,
         "last_ok_ms_ago": n.last_ok.map(|t| t.elapsed().as_millis() as u64),
         "server_connections": server_connections,
     })

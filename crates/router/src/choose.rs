@@ -108,7 +108,7 @@ impl ReplicaChooser {
         }
         let mut any_healthy = false;
         let mut any_in_lag = false;
-        // Candidates as (index, same_region, rtt_us), collected without allocating.
+        // Candidates as (index, same_region, base_rtt_us), collected without allocating.
         let mut best: [(usize, bool, u64); 16] = [(0, false, 0); 16];
         let mut n = 0;
         for (i, node) in topo.nodes.iter().enumerate() {
@@ -130,7 +130,7 @@ impl ReplicaChooser {
                 continue;
             }
             if n < best.len() {
-                best[n] = (i, node.region == region, node.rtt_us);
+                best[n] = (i, node.region == region, node.base_rtt_us);
                 n += 1;
             }
         }
@@ -192,6 +192,7 @@ mod tests {
             lag_bytes: lag,
             lag_ms: 0,
             rtt_us,
+            base_rtt_us: rtt_us,
             last_ok: None,
             fenced: false,
             removed: false,

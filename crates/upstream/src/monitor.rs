@@ -26,6 +26,27 @@ struct Probe {
     receive_lsn: Lsn,
     replay_age_ms: f64,
     rtt: Duration,
+    /// The lowest `rtt` over the last [`BASE_RTT_SAMPLES`] checks.
+    base_rtt: Duration,
+}
+
+/// How many health checks the base round-trip time (the lowest) is taken over: 10 s at the
+/// default `failover.check_interval_ms` of 250.
+pub const BASE_RTT_SAMPLES: usize = 40;
+
+/// The lowest of the last [`BASE_RTT_SAMPLES`] round-trip times.
+#[derive(Debug, Default)]
+struct BaseRtt(std::collections::VecDeque<Duration>);
+
+impl BaseRtt {
+    /// Records a sample and returns the lowest of the window.
+    fn observe(&mut self, rtt: Duration) -> Duration {
+        if self.0.len() == BASE_RTT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back(rtt);
+        self.0.iter().copied().min().unwrap_or(rtt)
+    }
 }
 
 /// Builds the initial (all unknown) topology from the configuration.
@@ -52,6 +73,7 @@ pub fn unknown_node(n: &meridian_config::NodeConfig) -> NodeState {
         lag_bytes: 0,
         lag_ms: 0,
         rtt_us: 0,
+        base_rtt_us: 0,
         last_ok: None,
         fenced: false,
         removed: false,
@@ -187,6 +209,7 @@ async fn node_loop(
     let mut client: Option<Client> = None;
     let mut client_creds = None;
     let mut smoothed_rtt: Option<Duration> = None;
+    let mut base_rtt = BaseRtt::default();
     // A node is declared down only after `failure_threshold` consecutive failed checks; until
     // then its last good probe stands.
     let mut last_good: Option<Probe> = None;
@@ -217,6 +240,7 @@ async fn node_loop(
                     Some(prev) => (prev * 7 + p.rtt) / 8,
                 };
                 smoothed_rtt = Some(rtt);
+                p.base_rtt = base_rtt.observe(p.rtt);
                 p.rtt = rtt;
                 tracker.observe(index, p.lsn);
                 failures = 0;
@@ -308,6 +332,7 @@ async fn check(
         receive_lsn: lsn_of(2),
         replay_age_ms: row.try_get(3).map_err(|e| e.to_string())?,
         rtt,
+        base_rtt: rtt,
     })
 }
 
@@ -328,6 +353,7 @@ fn build(previous: &Topology, probes: &[Option<Probe>]) -> Topology {
                 node.lsn = p.lsn;
                 node.receive_lsn = p.receive_lsn;
                 node.rtt_us = u64::try_from(p.rtt.as_micros()).unwrap_or(u64::MAX);
+                node.base_rtt_us = u64::try_from(p.base_rtt.as_micros()).unwrap_or(u64::MAX);
                 node.last_ok = Some(Instant::now());
             }
             None => node.healthy = false,
@@ -378,5 +404,26 @@ fn log_changes(prev: &Topology, next: &Topology) {
         if a.healthy != b.healthy || a.role != b.role {
             info!(node = %b.name, role = b.role.as_str(), healthy = b.healthy, "node state changed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_rtt_is_the_lowest_of_the_recent_checks() {
+        let ms = Duration::from_millis;
+        let mut b = BaseRtt::default();
+        assert_eq!(b.observe(ms(5)), ms(5));
+        // Scheduling delays on single checks do not move it...
+        assert_eq!(b.observe(ms(12)), ms(5));
+        assert_eq!(b.observe(ms(1)), ms(1));
+        assert_eq!(b.observe(ms(9)), ms(1));
+        // ... until the low sample leaves the window: a node that moved away is seen as far.
+        for _ in 0..BASE_RTT_SAMPLES - 1 {
+            b.observe(ms(40));
+        }
+        assert_eq!(b.observe(ms(45)), ms(40));
     }
 }

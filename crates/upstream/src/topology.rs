@@ -57,6 +57,11 @@ pub struct NodeState {
     pub lag_ms: u64,
     /// Smoothed round-trip time of the health query, in microseconds.
     pub rtt_us: u64,
+    /// The lowest round-trip time of the health query over the last
+    /// [`crate::monitor::BASE_RTT_SAMPLES`] checks, in microseconds: the distance to the node,
+    /// without the queueing and scheduling delays a busy host adds to single checks. Replica
+    /// choice compares nodes by this.
+    pub base_rtt_us: u64,
     /// When this node was last checked successfully.
     pub last_ok: Option<Instant>,
     /// Fenced: a former primary on a divergent timeline (or a second node claiming to be

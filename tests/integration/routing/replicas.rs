@@ -136,8 +136,8 @@ async fn reads_prefer_the_proxy_region_then_the_nearest_replica() {
     let relay_port = relay.port;
     let far_is_slow = |t: &Topology| {
         t.nodes.iter().all(|n| n.healthy)
-            && t.nodes[2].rtt_us >= 30_000
-            && t.nodes[1].rtt_us < t.nodes[2].rtt_us
+            && t.nodes[2].base_rtt_us >= 30_000
+            && t.nodes[1].base_rtt_us < t.nodes[2].base_rtt_us
     };
 
     // Both replicas in the proxy's region: the near one (lower RTT) gets every read.
