@@ -23,16 +23,6 @@ async fn cluster(replicas: usize, sync: bool) -> Cluster {
     .expect("join")
 }
 
-async fn all_healthy(env: &Env) {
-    let n = env.cluster.nodes().count();
-    env.proxy
-        .topology
-        .wait_for(Duration::from_secs(15), |t| {
-            t.nodes.iter().filter(|x| x.healthy).count() == n
-        })
-        .await;
-}
-
 async fn wait_events(env: &Env, kind: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -101,7 +91,7 @@ pub(crate) async fn first_write_after(env: &Env, since: Instant) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_primary_loses_no_acknowledged_write() {
     let env = Env::with_cluster(cluster(2, true).await, |_| {}).await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     let setup = env.connect().await;
     setup
         .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")
@@ -271,7 +261,7 @@ async fn a_partition_between_meridian_and_the_primary_promotes_nothing() {
         c.failover.hold_timeout_ms = 500;
     })
     .await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     relay.block(true);
     relay.disconnect_all();
     assert!(
@@ -322,7 +312,7 @@ async fn late_replica_env(allow_data_loss: bool) -> (Env, DelayRelay) {
         c.failover.hold_timeout_ms = 1000;
     })
     .await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     (env, relay)
 }
 
@@ -432,7 +422,7 @@ async fn allow_data_loss_promotes_and_reports_the_lost_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_under_load_pauses_writers_without_errors_or_loss() {
     let env = Env::with_cluster(cluster(2, false).await, |_| {}).await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     let setup = env.connect().await;
     setup
         .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")

@@ -57,6 +57,18 @@ impl Env {
         Env { proxy, cluster }
     }
 
+    /// Waits (up to 15 s) until the health loop has seen every node of the cluster healthy;
+    /// reads go to a replica only after that.
+    pub async fn wait_all_healthy(&self) {
+        let n = self.cluster.nodes().count();
+        self.proxy
+            .topology
+            .wait_for(Duration::from_secs(15), |t| {
+                t.nodes.iter().filter(|x| x.healthy).count() == n
+            })
+            .await;
+    }
+
     /// Meridian's address.
     pub fn addr(&self) -> SocketAddr {
         self.proxy.listen_addr

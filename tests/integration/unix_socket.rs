@@ -31,19 +31,8 @@ async fn start_with(replicas: usize, sync: bool, pool_mode: PoolMode) -> Env {
         c.pool.pool_mode = pool_mode;
     })
     .await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     env
-}
-
-/// Waits until the health loop has seen every node (reads go to a replica only after that).
-async fn all_healthy(env: &Env) {
-    let n = env.cluster.nodes().count();
-    env.proxy
-        .topology
-        .wait_for(Duration::from_secs(15), |t| {
-            t.nodes.iter().filter(|x| x.healthy).count() == n
-        })
-        .await;
 }
 
 /// `inet_server_addr()` is NULL on a connection that came in through a Unix-domain socket.
@@ -164,7 +153,7 @@ async fn clients_connect_through_meridians_own_socket() {
         c.proxy.unix_socket_dir = Some(dir.to_string_lossy().into_owned());
     })
     .await;
-    all_healthy(&env).await;
+    env.wait_all_healthy().await;
     let port = env.addr().port();
     let path = sockets.join(format!(".s.PGSQL.{port}"));
     assert_eq!(env.proxy.unix_socket.as_deref(), Some(path.as_path()));

@@ -163,10 +163,12 @@ pub async fn start_from(
         )
     })?;
     let listen_addr = listener.local_addr()?;
-    let unix = match &config.proxy.unix_socket_dir {
-        Some(dir) => Some(bind_unix(dir, listen_addr.port())?),
-        None => None,
-    };
+    let unix = config
+        .proxy
+        .unix_socket_dir
+        .as_deref()
+        .map(|dir| bind_unix(dir, listen_addr.port()))
+        .transpose()?;
     let admin_listener = bind_admin(&config).await?;
     let topology = TopologyHandle::new(monitor::initial_topology(&config));
     // Room for every node slot a reload may add.
@@ -196,10 +198,7 @@ pub async fn start_from(
         meridian_session::Workers::start(state.config.proxy.worker_threads)
             .map_err(|e| anyhow::anyhow!("proxy.worker_threads: cannot start workers: {e}"))?,
     );
-    let (unix_listener, unix_socket) = match unix {
-        Some((l, path)) => (Some(l), Some(path)),
-        None => (None, None),
-    };
+    let (unix_listener, unix_socket) = unix.unzip();
     let listeners = meridian_session::Listeners {
         tcp: listener,
         unix: unix_listener,

@@ -94,25 +94,28 @@ pub struct BackendConn {
 
 /// Connects and authenticates, bounded by `params.timeout`.
 pub async fn connect(params: &ConnectParams<'_>) -> Result<BackendConn, UpstreamError> {
-    let addr_text = match unix_socket_path(params.host, params.port) {
+    let socket = unix_socket_path(params.host, params.port);
+    let addr_text = match &socket {
         Some(path) => path.display().to_string(),
         None => format!("{}:{}", params.host, params.port),
     };
-    match tokio::time::timeout(params.timeout, connect_inner(params, &addr_text)).await {
+    match tokio::time::timeout(params.timeout, connect_inner(params, socket, &addr_text)).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::Timeout { addr: addr_text }),
     }
 }
 
+/// `socket`: the node's Unix-domain socket, when its `host` is a directory.
 async fn connect_inner(
     params: &ConnectParams<'_>,
+    socket: Option<PathBuf>,
     addr_text: &str,
 ) -> Result<BackendConn, UpstreamError> {
     let io = |source| UpstreamError::Io {
         addr: addr_text.to_string(),
         source,
     };
-    let (stream, addr) = match unix_socket_path(params.host, params.port) {
+    let (stream, addr) = match socket {
         // No TLS on a Unix-domain socket (libpq ignores `sslmode` there too).
         Some(path) => {
             let unix = UnixStream::connect(&path).await.map_err(io)?;
