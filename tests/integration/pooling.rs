@@ -682,3 +682,63 @@ async fn a_statement_prepared_behind_a_pipelined_request_stays_invisible() {
     a.write_all(&bytes).await.expect("write");
     assert_eq!(tags_until_ready(&mut a, &mut abuf, 2).await, "TDCZ2DCZ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_result_type_changed_is_prepared_afresh() {
+    let env = Env::start_with(0, pooled(2)).await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    a.batch_execute(
+        "CREATE TABLE reshape (id int PRIMARY KEY, a int); INSERT INTO reshape VALUES (1, 2)",
+    )
+    .await
+    .expect("create");
+    // Both server connections get the statement: a holds one in a transaction while b
+    // prepares it on the other.
+    let old = a.prepare("SELECT * FROM reshape").await.expect("prepare");
+    a.batch_execute("BEGIN").await.expect("begin");
+    assert_eq!(a.query(&old, &[]).await.expect("query")[0].len(), 2);
+    let a_pid = pid(&a).await;
+    let b_old = b.prepare("SELECT * FROM reshape").await.expect("prepare b");
+    assert_eq!(b.query(&b_old, &[]).await.expect("query b")[0].len(), 2);
+    assert_ne!(pid(&b).await, a_pid, "b ran beside a's transaction");
+    a.batch_execute("COMMIT").await.expect("commit");
+
+    env.primary_sql("ALTER TABLE reshape ADD COLUMN b int");
+    // As on Postgres itself: a statement prepared before refuses to run.
+    let e = a.query(&old, &[]).await.err().expect("stale statement");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    // Prepared again, it has the new shape on every server connection it runs on, including
+    // the one that still holds the copy prepared before the change.
+    let new = a
+        .prepare("SELECT * FROM reshape")
+        .await
+        .expect("prepare again");
+    let mut pids = HashSet::new();
+    for round in 0..10 {
+        if round % 2 == 0 {
+            b.batch_execute("BEGIN").await.expect("b begin");
+            pid(&b).await;
+        }
+        a.batch_execute("BEGIN").await.expect("a begin");
+        let rows = a.query(&new, &[]).await.expect("query again");
+        assert_eq!(rows[0].len(), 3);
+        pids.insert(pid(&a).await);
+        a.batch_execute("COMMIT").await.expect("a commit");
+        if round % 2 == 0 {
+            b.batch_execute("COMMIT").await.expect("b commit");
+        }
+    }
+    assert_eq!(pids.len(), 2, "ran on both server connections");
+    // And for the next client.
+    drop(a);
+    let d = env.connect().await;
+    let s = d
+        .prepare("SELECT * FROM reshape")
+        .await
+        .expect("prepare, next client");
+    assert_eq!(
+        d.query(&s, &[]).await.expect("query, next client")[0].len(),
+        3
+    );
+}

@@ -47,6 +47,16 @@ fn settle_parses(b: &mut Backend) {
     }
 }
 
+/// A ReadyForQuery arrived: Closes that belong to it and got no CloseComplete were skipped.
+fn settle_closes(b: &mut Backend) {
+    while b.closes.front() == Some(&0) {
+        b.closes.pop_front();
+    }
+    for before in b.closes.iter_mut() {
+        *before = before.saturating_sub(1);
+    }
+}
+
 /// Counts a server connection for metrics while it lives.
 pub(crate) struct ServerGuard {
     state: std::sync::Arc<crate::ProxyState>,
@@ -89,9 +99,13 @@ pub(crate) struct Backend {
     pub close_later: Vec<String>,
     /// SQL-level names to `DEALLOCATE` here before the next use.
     pub deallocate_later: Vec<String>,
-    /// ParseComplete / CloseComplete replies to injected messages still to drop.
+    /// ParseComplete replies to injected Parses still to drop.
     pub swallow_parse: u32,
-    pub swallow_close: u32,
+    /// Closes Meridian sent here and not yet answered, each with how many ReadyForQuery come
+    /// before its own: their CloseComplete is dropped. One still unanswered when its
+    /// ReadyForQuery arrives was skipped after an error. (Exact where a counter would not be,
+    /// as for `parses`.)
+    pub closes: std::collections::VecDeque<usize>,
     /// Transaction pooling: the connection's place in its pool (`None` in session mode).
     pub ticket: Option<crate::pool::Ticket>,
     /// Transaction pooling: SQL that clears what an earlier session left on this connection,
@@ -109,6 +123,10 @@ pub(crate) struct Backend {
     pub used: std::collections::HashMap<String, u64>,
     /// The counter behind `used`.
     pub clock: u64,
+    /// Transaction pooling: when each server statement was prepared here, on the parse clock
+    /// (see `pooled::parse_clock`). A session whose own Parse of it came later has it prepared
+    /// afresh here first, so that it never runs a plan older than its Parse.
+    pub fresh: std::collections::HashMap<String, u64>,
     /// Auto-prepared statements (`proxy.auto_prepare`) on this connection.
     pub auto: super::auto::AutoStatements,
 }
@@ -139,12 +157,13 @@ impl Backend {
             close_later: Vec::new(),
             deallocate_later: Vec::new(),
             swallow_parse: 0,
-            swallow_close: 0,
+            closes: std::collections::VecDeque::new(),
             ticket: None,
             reset: None,
             parses: std::collections::VecDeque::new(),
             used: std::collections::HashMap::new(),
             clock: 0,
+            fresh: std::collections::HashMap::new(),
             auto: Default::default(),
         }
     }
@@ -192,13 +211,21 @@ impl Backend {
             for (_, name) in by_age.into_iter().take(excess) {
                 self.statements.remove(&name);
                 self.used.remove(&name);
+                self.fresh.remove(&name);
                 self.close_later.push(name);
             }
         }
         self.deallocate_later.clear();
         self.swallow_parse = 0;
-        self.swallow_close = 0;
+        self.closes.clear();
         self.parses.clear();
+    }
+
+    /// Queues a Close of statement `name` (its CloseComplete dropped) behind `before` requests
+    /// in flight.
+    pub fn close(&mut self, out: &mut bytes::BytesMut, name: &str, before: usize) {
+        super::switch::close_statement(out, name);
+        self.closes.push_back(before);
     }
 }
 
@@ -357,7 +384,7 @@ impl Session {
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
                     || (h.tag == backend::PARSE_COMPLETE
                         && b.parses.front().is_some_and(|(_, _, ours)| *ours))
-                    || (h.tag == backend::CLOSE_COMPLETE && b.swallow_close > 0);
+                    || (h.tag == backend::CLOSE_COMPLETE && b.closes.front() == Some(&0));
                 let interesting = matches!(
                     h.tag,
                     backend::READY_FOR_QUERY
@@ -446,8 +473,8 @@ impl Session {
             }
             if tag == backend::PARSE_COMPLETE && b.swallow_parse > 0 {
                 b.swallow_parse -= 1;
-            } else if tag == backend::CLOSE_COMPLETE && b.swallow_close > 0 {
-                b.swallow_close -= 1;
+            } else if tag == backend::CLOSE_COMPLETE && b.closes.front() == Some(&0) {
+                b.closes.pop_front();
             }
             if tag == backend::PARSE_COMPLETE {
                 if let Some((Some(name), _, _)) = b.parses.pop_front() {
@@ -459,9 +486,11 @@ impl Session {
             match event {
                 Event::Ready(status) => {
                     b.swallow_parse = 0;
-                    b.swallow_close = 0;
                     if !b.parses.is_empty() {
                         settle_parses(b);
+                    }
+                    if !b.closes.is_empty() {
+                        settle_closes(b);
                     }
                     self.ready(status);
                 }

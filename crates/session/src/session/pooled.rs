@@ -6,13 +6,22 @@
 //! (`meridian_<128-bit hash>`), so the same statement prepared by any client is one statement
 //! on a server connection, and stays there for the next client. Bind and Describe of the
 //! client's name are renamed the same way; when the connection that runs them lacks the
-//! statement, its Parse is sent first and its ParseComplete dropped. A Parse of a statement the
-//! connection already has becomes a Parse of an empty unnamed statement, so the client still
-//! gets its ParseComplete in order. A client's Close goes to the server under the client's own
-//! name, which the server does not have: Postgres answers CloseComplete (closing a missing
-//! statement is not an error) and the shared statement stays.
+//! statement, its Parse is sent first and its ParseComplete dropped.
+//!
+//! A client's Parse always prepares the statement afresh on the connection it runs on (closing
+//! the copy there first), as Postgres would: a copy prepared earlier may hold a plan from before
+//! a change of its result type, which Postgres refuses to run (0A000, "cached plan must not
+//! change result type"). Each statement carries the time of the client's Parse on a
+//! process-wide clock, and a connection whose copy is older than that prepares it afresh before
+//! running it for that client. A statement a client prepared before such a change keeps
+//! failing with 0A000, as on Postgres, until the client prepares it again.
+//!
+//! A client's Close goes to the server under the client's own name, which the server does not
+//! have: Postgres answers CloseComplete (closing a missing statement is not an error) and the
+//! shared statement stays.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use meridian_wire::tag::frontend;
@@ -32,6 +41,24 @@ pub(crate) fn server_name(rest: &[u8]) -> String {
     format!("meridian_{:016x}{:016x}", half(1), half(2))
 }
 
+/// A client's named statement under transaction pooling.
+#[derive(Debug)]
+pub(crate) struct Named {
+    /// Its server name ([`server_name`]).
+    pub server: String,
+    /// Its Parse under that name.
+    pub parse: Bytes,
+    /// When the client prepared it, on the parse clock.
+    pub at: u64,
+}
+
+/// Ticks of a process-wide clock that orders Parses: a server statement prepared before a
+/// client's Parse of the same text may have a plan older than that Parse.
+pub(crate) fn parse_clock() -> u64 {
+    static CLOCK: AtomicU64 = AtomicU64::new(0);
+    CLOCK.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 /// One frame with `tag` and a body made of `parts`.
 fn build(tag: u8, parts: &[&[u8]]) -> Bytes {
     let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -49,9 +76,6 @@ fn split_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = body.iter().position(|&c| c == 0)?;
     Some((&body[..nul], &body[nul + 1..]))
 }
-
-/// A Parse of an empty unnamed statement: answered by ParseComplete, costs nothing.
-const EMPTY_PARSE: [u8; 9] = [frontend::PARSE, 0, 0, 0, 8, 0, 0, 0, 0];
 
 impl Session {
     /// Appends one extended-protocol frame for pooled `node`, renaming named statements to their
@@ -79,17 +103,27 @@ impl Session {
                 let server = server_name(rest);
                 let renamed = build(frontend::PARSE, &[server.as_bytes(), b"\0", rest]);
                 let client = String::from_utf8_lossy(name).into_owned();
+                let at = parse_clock();
                 b.touch(&server);
+                // A client's Parse gets a statement planned now, as on Postgres itself: one
+                // this connection prepared earlier may predate a change of its result type.
+                let mut out = BytesMut::new();
                 if b.statements.contains(&server) {
-                    self.to_backend.extend_from_slice(&EMPTY_PARSE);
-                    b.unnamed = 0;
-                    b.parses.push_back((None, before, false));
-                } else {
-                    self.to_backend.extend_from_slice(&renamed);
-                    b.statements.insert(server.clone());
-                    b.parses.push_back((Some(server.clone()), before, false));
+                    b.close(&mut out, &server, before);
                 }
-                self.sstate.pooled_names.insert(client, (server, renamed));
+                out.extend_from_slice(&renamed);
+                self.to_backend.extend_from_slice(&out);
+                b.statements.insert(server.clone());
+                b.fresh.insert(server.clone(), at);
+                b.parses.push_back((Some(server.clone()), before, false));
+                self.sstate.pooled_names.insert(
+                    client,
+                    Named {
+                        server,
+                        parse: renamed,
+                        at,
+                    },
+                );
             }
             frontend::BIND | frontend::DESCRIBE => {
                 let stmt = if tag == frontend::BIND {
@@ -112,16 +146,27 @@ impl Session {
                         self.to_backend.extend_from_slice(frame);
                     }
                     Some(client) => {
-                        let Some((server, parse_frame)) = self.sstate.pooled_names.get(client)
+                        let Some(Named { server, parse, at }) =
+                            self.sstate.pooled_names.get(client)
                         else {
                             // Unknown here: the server says so (26000), under the client's name.
                             self.to_backend.extend_from_slice(frame);
                             return;
                         };
                         b.touch(server);
-                        if !b.statements.contains(server) {
-                            self.to_backend.extend_from_slice(parse_frame);
+                        // Prepared here before the client's own Parse (by another session, or
+                        // before that Parse was answered locally): prepared afresh.
+                        let older = b.statements.contains(server)
+                            && b.fresh.get(server).is_some_and(|t| t < at);
+                        if older || !b.statements.contains(server) {
+                            let mut out = BytesMut::new();
+                            if older {
+                                b.close(&mut out, server, before);
+                            }
+                            out.extend_from_slice(parse);
+                            self.to_backend.extend_from_slice(&out);
                             b.statements.insert(server.clone());
+                            b.fresh.insert(server.clone(), parse_clock());
                             b.parses.push_back((Some(server.clone()), before, true));
                         }
                         let renamed = if tag == frontend::BIND {
@@ -221,7 +266,12 @@ impl Session {
         for (name, after, server) in parses {
             let renamed = build(frontend::PARSE, &[server.as_bytes(), b"\0", after]);
             let client = String::from_utf8_lossy(name).into_owned();
-            self.sstate.pooled_names.insert(client, (server, renamed));
+            let named = Named {
+                server,
+                parse: renamed,
+                at: parse_clock(),
+            };
+            self.sstate.pooled_names.insert(client, named);
             meridian_wire::messages::parse_complete(&mut self.to_client);
         }
         meridian_wire::messages::ready_for_query(&mut self.to_client, b'I');
@@ -253,7 +303,5 @@ mod tests {
         let msg = parse::parse_parse(frame::body(&f)).expect("parses");
         assert_eq!(msg.name, "meridian_x");
         assert_eq!(msg.sql, "SELECT 1");
-        let empty = parse::parse_parse(frame::body(&EMPTY_PARSE)).expect("parses");
-        assert_eq!((empty.name, empty.sql), ("", ""));
     }
 }

@@ -53,8 +53,8 @@ pub(crate) struct SessionState {
     pub sql_prepared: HashMap<String, (String, Arc<Classification>)>,
     /// The session must stay on the primary (LISTEN, temp tables, session advisory locks, ...).
     pub pinned: bool,
-    /// Transaction pooling: client statement name → (server name, Parse under that name).
-    pub pooled_names: HashMap<String, (String, Bytes)>,
+    /// Transaction pooling: client statement name → its server statement.
+    pub pooled_names: HashMap<String, super::pooled::Named>,
 }
 
 impl SessionState {

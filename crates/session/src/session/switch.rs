@@ -110,14 +110,14 @@ impl Session {
 
     /// Replays settings and pending closes on `node` before it serves the next statement.
     fn catch_up(&mut self, node: usize) {
+        let before = self.owners.len();
         let Some(b) = self.backends[node].as_mut() else {
             return;
         };
         if !b.close_later.is_empty() {
             let mut out = BytesMut::new();
-            for name in b.close_later.drain(..) {
-                close_statement(&mut out, &name);
-                b.swallow_close += 1;
+            for name in std::mem::take(&mut b.close_later) {
+                b.close(&mut out, &name, before);
             }
             self.to_backend.extend_from_slice(&out);
         }
