@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::support::{raw_login, Env};
 
-fn auto(c: &mut Config) {
+pub(crate) fn auto(c: &mut Config) {
     c.proxy.auto_prepare = true;
     c.proxy.auto_prepare_min_uses = 2;
 }
@@ -22,7 +22,7 @@ fn auto(c: &mut Config) {
 /// One reply frame, with what may legitimately differ removed: an error's position (a
 /// parameter has none) and ParameterStatus (Meridian adds `meridian.lsn`).
 #[derive(Debug, PartialEq, Eq)]
-enum Reply {
+pub(crate) enum Reply {
     Frame(u8, Vec<u8>),
     Error(String, String),
 }
@@ -66,7 +66,7 @@ const STATEMENTS: &[&str] = &[
     "SELECT substring(name FROM 1 FOR 1), name IS DISTINCT FROM 'b' FROM ap ORDER BY id",
 ];
 
-fn setup(env: &Env) {
+pub(crate) fn setup(env: &Env) {
     env.primary_sql(
         "CREATE TABLE ap (id int PRIMARY KEY, name text, amount numeric(10,2), big bigint, \
          ts timestamptz, tags text[]);
@@ -297,9 +297,18 @@ async fn pipelined(s: &mut TcpStream, buf: &mut BytesMut, sqls: &[&str]) -> Vec<
         messages::query(&mut out, sql);
     }
     s.write_all(&out).await.expect("send");
+    read_replies(s, buf, sqls.len()).await
+}
+
+/// Reads the replies to `n` requests (each up to its ReadyForQuery).
+pub(crate) async fn read_replies(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    n: usize,
+) -> Vec<Vec<Reply>> {
     let mut replies = Vec::new();
     let mut current = Vec::new();
-    while replies.len() < sqls.len() {
+    while replies.len() < n {
         while let Some((tag, f)) = frame::split_frame(buf, 1 << 30).expect("frame") {
             match tag {
                 backend::PARAMETER_STATUS => {}
@@ -316,14 +325,14 @@ async fn pipelined(s: &mut TcpStream, buf: &mut BytesMut, sqls: &[&str]) -> Vec<
                 replies.push(std::mem::take(&mut current));
             }
         }
-        if replies.len() == sqls.len() {
+        if replies.len() == n {
             break;
         }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
             .await
             .expect("timely answer")
             .expect("read");
-        assert!(n > 0, "closed during a pipeline");
+        assert!(got > 0, "closed during a pipeline");
     }
     replies
 }

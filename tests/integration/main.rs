@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod auto_prepare;
+mod auto_prepare_extended;
 mod bad_input;
 mod barrage;
 mod cli;

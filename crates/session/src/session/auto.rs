@@ -13,6 +13,15 @@
 //! transaction (a refused one would abort it): statements seen there are prepared at the
 //! connection's next idle moment. Outside a transaction, a statement the server refuses at Bind
 //! (gone, or its result type changed) is forgotten and the Query runs again as it came.
+//!
+//! The extended protocol's one-shot form (a Parse of the unnamed statement, its Bind, maybe a
+//! Describe of the portal, Execute and Sync: what libpq's `PQexecParams`, `pgbench -M extended`
+//! and many drivers send for every parameterized query) is prepared the same way, keyed by the
+//! Parse's text and parameter types. Outside a transaction, with nothing else in flight, the
+//! batch then goes out without its Parse and with its Bind naming the prepared statement; the
+//! client's ParseComplete is sent just before the BindComplete. An error before BindComplete
+//! (the statement is stale, or a parameter does not fit its type) is not shown: the batch runs
+//! again exactly as the client sent it, so the client sees what Postgres would have said.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -227,6 +236,79 @@ pub(super) fn is_stale(frame: &[u8]) -> Option<&'static str> {
     stale_code(parse::ErrorFields::parse(frame::body(frame)).ok()?.code())
 }
 
+/// The parts of a one-shot extended-protocol batch: Parse of the unnamed statement, Bind of it,
+/// an optional Describe of a portal, Execute.
+struct OneShot<'a> {
+    /// The Parse body after the (empty) statement name: query text and parameter types.
+    parse_rest: &'a [u8],
+    /// The Bind's portal name and what follows the statement name.
+    portal: &'a [u8],
+    bind_rest: &'a [u8],
+    /// The frames after the Bind (Describe, Execute), unchanged.
+    tail: &'a [u8],
+}
+
+impl<'a> OneShot<'a> {
+    fn of(batch: &'a [u8]) -> Option<Self> {
+        let mut frames: [&[u8]; 4] = [&[]; 4];
+        let mut tags = [0u8; 4];
+        let mut n = 0;
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let h = frame::peek_frame(rest, usize::MAX).ok().flatten()?;
+            if h.len > rest.len() || n == 4 {
+                return None;
+            }
+            frames[n] = &rest[..h.len];
+            tags[n] = h.tag;
+            n += 1;
+            rest = &rest[h.len..];
+        }
+        let shape_ok = matches!(
+            tags[..n],
+            [frontend::PARSE, frontend::BIND, frontend::EXECUTE]
+                | [
+                    frontend::PARSE,
+                    frontend::BIND,
+                    frontend::DESCRIBE,
+                    frontend::EXECUTE
+                ]
+        );
+        if !shape_ok {
+            return None;
+        }
+        let (name, parse_rest) = split_cstr(frame::body(frames[0]))?;
+        let (portal, after) = split_cstr(frame::body(frames[1]))?;
+        let (stmt, bind_rest) = split_cstr(after)?;
+        if !name.is_empty() || !stmt.is_empty() {
+            return None;
+        }
+        Some(OneShot {
+            parse_rest,
+            portal,
+            bind_rest,
+            tail: &batch[frames[0].len() + frames[1].len()..],
+        })
+    }
+}
+
+/// The body after its first NUL-terminated string: (that string, the rest).
+fn split_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = body.iter().position(|&c| c == 0)?;
+    Some((&body[..nul], &body[nul + 1..]))
+}
+
+/// The statement key of an unnamed Parse whose body after the name is `rest`.
+fn key_of_parse(rest: &[u8]) -> u128 {
+    let half = |seed: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        rest.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(5)) << 64) | u128::from(half(6))
+}
+
 impl Session {
     /// Decides how the simple Query of `len` bytes at the head of `crbuf`, bound for `node`,
     /// runs; queues the preparation of its statement when that is due. Statements seen inside
@@ -338,6 +420,101 @@ impl Session {
             self.owners.push_back(Owner::Prepare { key, ok: false });
         }
         self.to_backend.extend_from_slice(&out);
+    }
+
+    /// A whole extended-protocol `batch` (its Sync, of `sync_len` bytes, at the head of `crbuf`)
+    /// bound for `node`: when it is a one-shot query whose statement is auto-prepared there,
+    /// queues it without its Parse and with its Bind naming that statement, keeps the batch in
+    /// `auto_query` (see `auto_retry`) and returns the statement's key. Otherwise counts the
+    /// statement, queues its preparation when due (ahead of the batch, which goes out as it
+    /// came) and returns `None`.
+    pub(super) fn auto_extended(
+        &mut self,
+        node: usize,
+        batch: &[u8],
+        sync_len: usize,
+    ) -> Option<u128> {
+        let cfg = self.state.live.load();
+        let p = &cfg.proxy;
+        if !p.auto_prepare || std::mem::take(&mut self.auto_bypass) {
+            return None;
+        }
+        if self.tx_status != b'I' || !self.owners.is_empty() || self.batch_exec.copy_in {
+            return None;
+        }
+        let eligible = self.sstate.unnamed.as_ref().is_some_and(|u| {
+            u.class.statements == 1
+                && !u.class.pins_session
+                && matches!(u.class.kind, StatementKind::Read | StatementKind::Write)
+        });
+        if !eligible {
+            return None;
+        }
+        let shot = OneShot::of(batch)?;
+        let key = key_of_parse(shot.parse_rest);
+        self.flush_pending(node, p.auto_prepare_max_statements);
+        let b = self.backends[node].as_mut()?;
+        let auto = &mut b.auto;
+        if let Some(used) = auto.prepared.get_mut(&key) {
+            auto.clock += 1;
+            *used = auto.clock;
+            // The server's unnamed statement is not this one.
+            b.unnamed = 0;
+            let out = &mut self.to_backend;
+            let start = out.len();
+            out.put_u8(frontend::BIND);
+            out.put_u32(0);
+            out.put_slice(shot.portal);
+            out.put_u8(0);
+            put_name(out, key);
+            out.put_slice(shot.bind_rest);
+            patch_len(out, start);
+            out.put_slice(shot.tail);
+            self.auto_query.clear();
+            self.auto_query.extend_from_slice(batch);
+            self.auto_query.extend_from_slice(&self.crbuf[..sync_len]);
+            Stats::inc(&self.state.stats.auto_executed);
+            return Some(key);
+        }
+        if auto.failed.contains(&key) {
+            return None;
+        }
+        let seen = auto.seen.entry(key).or_insert(0);
+        *seen += 1;
+        if *seen < p.auto_prepare_min_uses {
+            if auto.seen.len() > MAX_SEEN {
+                auto.seen.clear();
+            }
+            return None;
+        }
+        auto.seen.remove(&key);
+        let mut parse = BytesMut::with_capacity(64 + shot.parse_rest.len());
+        parse.put_u8(frontend::PARSE);
+        parse.put_u32(0);
+        put_name(&mut parse, key);
+        parse.put_slice(shot.parse_rest);
+        patch_len(&mut parse, 0);
+        auto.pending.push((key, parse.freeze()));
+        self.flush_pending(node, p.auto_prepare_max_statements);
+        None
+    }
+
+    /// An error arrived before BindComplete for a one-shot batch sent without its Parse
+    /// (`auto_extended`): the reply so far is dropped and the batch runs again exactly as the
+    /// client sent it. `stale` (the SQLSTATE, see [`is_stale`]) when the statement itself can no
+    /// longer be used: it is forgotten, as in [`Session::auto_stale`].
+    pub(super) fn auto_retry(&mut self, key: u128, stale: Option<&str>) {
+        self.auto_bypass = true;
+        match stale {
+            Some(code) => self.auto_stale(key, code),
+            None => {
+                self.retry_armed = false;
+                if let Some(owner) = self.owners.front_mut() {
+                    *owner = Owner::Silent;
+                }
+                super::route_again(&mut self.crbuf, &self.auto_query);
+            }
+        }
     }
 
     /// Queues the simple Query of `len` bytes at the head of `crbuf` as Bind/Describe/Execute/

@@ -47,6 +47,16 @@ fn settle_parses(b: &mut Backend) {
     }
 }
 
+/// Whether an ErrorResponse frame ends the connection (FATAL or PANIC).
+fn is_fatal(frame: &[u8]) -> bool {
+    parse::ErrorFields::parse(frame::body(frame)).is_ok_and(|f| {
+        matches!(
+            f.severity_nonlocalized().or(f.severity()),
+            Some("FATAL") | Some("PANIC")
+        )
+    })
+}
+
 /// A ReadyForQuery arrived: Closes that belong to it and got no CloseComplete were skipped.
 fn settle_closes(b: &mut Backend) {
     while b.closes.front() == Some(&0) {
@@ -261,6 +271,10 @@ pub(crate) enum Owner {
         /// A simple Query sent as Bind/Describe/Execute/Sync of this auto-prepared statement:
         /// BindComplete and NoData are not forwarded.
         rewritten: Option<u128>,
+        /// A one-shot extended batch sent without its Parse, binding this auto-prepared
+        /// statement: ParseComplete goes to the client just before BindComplete, and an error
+        /// before BindComplete runs the batch again as it came (see `auto_retry`).
+        unparsed: Option<u128>,
     },
     /// Meridian preparing a statement for auto-preparation (Parse, Sync): its replies are not
     /// forwarded; `ok` once ParseComplete arrived.
@@ -284,6 +298,7 @@ impl Owner {
             probe_later: false,
             sent: std::time::Instant::now(),
             rewritten: None,
+            unparsed: None,
         }
     }
 
@@ -297,6 +312,7 @@ impl Owner {
             probe_later: false,
             sent: std::time::Instant::now(),
             rewritten: None,
+            unparsed: None,
         }
     }
 }
@@ -334,6 +350,11 @@ impl Session {
             let mut replaying = false;
             // The stopping frame says an auto-prepared statement is stale (its SQLSTATE).
             let mut stale_code = None;
+            // The stopping frame is an error to answer by running a one-shot batch again
+            // (`auto_retry`): the statement's key and whether the statement is stale.
+            let mut redo_key = None;
+            // The stopping frame is the BindComplete of a batch sent without its Parse.
+            let mut unparsed_bind = false;
             loop {
                 let rest = &b.conn.rbuf[off..];
                 let h = match frame::peek_frame(rest, self.max_message) {
@@ -375,12 +396,25 @@ impl Session {
                 } else {
                     None
                 };
+                // The reply to a one-shot batch sent without its Parse, before its BindComplete:
+                // an error there (not one that ends the connection) is not shown, and the batch
+                // runs again as it came.
+                let unparsed = match self.owners.front() {
+                    Some(Owner::Client {
+                        unparsed: Some(key),
+                        ..
+                    }) if !self.auto_bound => Some(*key),
+                    _ => None,
+                };
+                let redo = unparsed
+                    .filter(|_| h.tag == backend::ERROR_RESPONSE && !is_fatal(&rest[..h.len]));
                 let swallow = silent
                     || extra
                     || held
                     || unsolicited
                     || retrying
                     || stale.is_some()
+                    || redo.is_some()
                     || (h.tag == backend::PARSE_COMPLETE && b.swallow_parse > 0)
                     || (h.tag == backend::PARSE_COMPLETE
                         && b.parses.front().is_some_and(|(_, _, ours)| *ours))
@@ -391,10 +425,16 @@ impl Session {
                         | backend::ERROR_RESPONSE
                         | backend::COMMAND_COMPLETE
                         | backend::COPY_IN_RESPONSE
-                ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty());
+                ) || (h.tag == backend::PARSE_COMPLETE && !b.parses.is_empty())
+                    || (h.tag == backend::BIND_COMPLETE && unparsed.is_some());
                 if swallow || interesting {
                     stop = Some((h.tag, h.len, swallow));
                     stale_code = stale;
+                    redo_key = redo;
+                    unparsed_bind = h.tag == backend::BIND_COMPLETE && unparsed.is_some();
+                    if redo.is_some() {
+                        stale_code = super::auto::is_stale(&rest[..h.len]);
+                    }
                     replaying =
                         silent && !matches!(self.owners.front(), Some(Owner::Prepare { .. }));
                     break;
@@ -458,6 +498,10 @@ impl Session {
                     _ => Event::Other,
                 }
             };
+            if unparsed_bind {
+                // The ParseComplete of the Parse Meridian did not send.
+                messages::parse_complete(&mut self.to_client);
+            }
             if !swallow {
                 self.to_client.extend_from_slice(&b.conn.rbuf[..len]);
             }
@@ -493,6 +537,11 @@ impl Session {
                         settle_closes(b);
                     }
                     self.ready(status);
+                }
+                Event::Error { .. } if redo_key.is_some() => {
+                    if let Some(key) = redo_key {
+                        self.auto_retry(key, stale_code);
+                    }
                 }
                 Event::Error { .. } if stale_code.is_some() => {
                     if let (

@@ -112,7 +112,7 @@ impl Session {
         }
         // Extended-protocol frames buffered before this Query must reach the server first.
         if !self.batch.is_empty() {
-            match self.dispatch_batch().await? {
+            match self.dispatch_batch(None).await? {
                 Step::Done => {}
                 Step::Stall => return Ok(Step::Stall),
             }
@@ -276,7 +276,7 @@ impl Session {
         // A client that never sends Sync cannot make the proxy buffer without bound: past the
         // high-water mark the batch goes out as if flushed (the server holds replies until Sync).
         if self.batch.len() > HIGH_WATER && self.batch_target.is_none() {
-            return self.dispatch_batch().await;
+            return self.dispatch_batch(None).await;
         }
         Ok(Step::Done)
     }
@@ -378,7 +378,8 @@ impl Session {
             self.retry_buf.extend_from_slice(&self.crbuf[..len]);
         }
         let read_only = self.batch_route.primary.is_none() && !self.batch_route.stay;
-        let node = match self.dispatch_batch().await? {
+        let sync_len = (tag == frontend::SYNC && self.batch_target.is_none()).then_some(len);
+        let node = match self.dispatch_batch(sync_len).await? {
             Step::Done => self.batch_target,
             Step::Stall => return Ok(Step::Stall),
         };
@@ -400,7 +401,11 @@ impl Session {
             self.batch_route = Need::default();
         } else if tag == frontend::SYNC {
             let change = self.batch_change.take();
-            self.owners.push_back(Owner::sync(change));
+            let mut owner = Owner::sync(change);
+            if let Owner::Client { unparsed, .. } = &mut owner {
+                *unparsed = self.unparsed.take();
+            }
+            self.owners.push_back(owner);
             self.batch_target = None;
             self.batch_route = Need::default();
             let exec = std::mem::take(&mut self.batch_exec);
@@ -412,9 +417,11 @@ impl Session {
     }
 
     /// Sends the buffered batch to its backend (deciding it if not yet decided) and leaves
-    /// `batch_target` set so that the rest of the batch follows. On failure the error is queued, the batch dropped, `batch_target` left
-    /// empty and `discard_until_sync` set.
-    async fn dispatch_batch(&mut self) -> Result<Step, SessionError> {
+    /// `batch_target` set so that the rest of the batch follows. On failure the error is queued,
+    /// the batch dropped, `batch_target` left empty and `discard_until_sync` set. `sync_len`:
+    /// the batch is whole, closed by the Sync of that length at the head of `crbuf` (it may then
+    /// run as an auto-prepared statement, see `auto_extended`).
+    async fn dispatch_batch(&mut self, sync_len: Option<usize>) -> Result<Step, SessionError> {
         let target = match self.batch_target {
             Some(t) => Ok((t, "batch")),
             None => self.resolve(self.batch_route).await,
@@ -449,7 +456,12 @@ impl Session {
             self.owners.extend(injected);
         }
         let batch = std::mem::take(&mut self.batch);
-        let mut rest = &batch[..];
+        self.unparsed = sync_len.and_then(|n| self.auto_extended(node, &batch, n));
+        let mut rest = if self.unparsed.is_some() {
+            &[][..]
+        } else {
+            &batch[..]
+        };
         while let Ok(Some(h)) = frame::peek_frame(rest, usize::MAX) {
             if h.len > rest.len() {
                 break;

@@ -156,6 +156,12 @@ pub struct Session {
     auto_query: BytesMut,
     /// Auto-preparation: the server accepted the Bind of the request at the head of `owners`.
     auto_bound: bool,
+    /// Auto-preparation: the next extended-protocol batch goes out as it came (it is one that
+    /// runs again after an error, see `auto_retry`).
+    auto_bypass: bool,
+    /// Auto-preparation: the batch just dispatched went out without its Parse, binding this
+    /// statement (for its owner, see `Owner::Client::unparsed`).
+    unparsed: Option<u128>,
 }
 
 /// A transaction-pooled session's pool parameters.
@@ -255,6 +261,8 @@ impl Session {
             preparing: false,
             auto_query: BytesMut::new(),
             auto_bound: false,
+            auto_bypass: false,
+            unparsed: None,
         };
         let key = session.param_key();
         if let Some(p) = &mut session.pool {
