@@ -103,6 +103,23 @@ async fn compare(env: &Env) {
             assert_eq!(got, want, "{what} (run {round})");
         }
     }
+    // Pipelined: only the first batch goes out without its Parse; an error in it cannot be
+    // answered by running it again (the others are on their way), so the client gets the
+    // ParseComplete and the error, as from Postgres.
+    let all = batches();
+    let mut pipeline = BytesMut::new();
+    for name in ["parameter that does not fit", "select by id", "write"] {
+        if let Some((_, batch)) = all.iter().find(|(what, _)| *what == name) {
+            pipeline.extend_from_slice(batch);
+        }
+    }
+    for round in 0..2 {
+        m.write_all(&pipeline).await.expect("send");
+        d.write_all(&pipeline).await.expect("send");
+        let got = read_replies(&mut m, &mut mbuf, 3).await;
+        let want = read_replies(&mut d, &mut dbuf, 3).await;
+        assert_eq!(got, want, "pipelined (run {round})");
+    }
     // The result type changes under a prepared statement (Postgres would refuse it: 0A000),
     // and then its table goes away: the client sees what the batch as sent gets.
     let select = one_shot("SELECT * FROM ap WHERE id = $1", &[0], &[P::Text("1")], 0);

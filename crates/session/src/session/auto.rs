@@ -199,6 +199,13 @@ pub(super) fn retryable(owners: &VecDeque<Owner>, bound: bool, tx_status: u8) ->
         && owners.next().is_none()
 }
 
+/// Whether the request at the head of `owners` is alone in flight (but for its write-position
+/// probe): it can then run again in its own place.
+pub(super) fn alone(owners: &VecDeque<Owner>) -> bool {
+    let mut behind = owners.iter().skip(1);
+    matches!(behind.next(), None | Some(Owner::Probe)) && behind.next().is_none()
+}
+
 /// The Parse of statement `key` for a parameterized text.
 fn parse_frame(p: &Parameterized, key: u128) -> bytes::Bytes {
     let mut out = BytesMut::with_capacity(64 + p.text.len() + 4 * p.params.len());
@@ -425,7 +432,7 @@ impl Session {
     /// A whole extended-protocol `batch` (its Sync, of `sync_len` bytes, at the head of `crbuf`)
     /// bound for `node`: when it is a one-shot query whose statement is auto-prepared there,
     /// queues it without its Parse and with its Bind naming that statement, keeps the batch in
-    /// `auto_query` (see `auto_retry`) and returns the statement's key. Otherwise counts the
+    /// `auto_batch` (see `auto_retry`) and returns the statement's key. Otherwise counts the
     /// statement, queues its preparation when due (ahead of the batch, which goes out as it
     /// came) and returns `None`.
     pub(super) fn auto_extended(
@@ -470,9 +477,9 @@ impl Session {
             out.put_slice(shot.bind_rest);
             patch_len(out, start);
             out.put_slice(shot.tail);
-            self.auto_query.clear();
-            self.auto_query.extend_from_slice(batch);
-            self.auto_query.extend_from_slice(&self.crbuf[..sync_len]);
+            self.auto_batch.clear();
+            self.auto_batch.extend_from_slice(batch);
+            self.auto_batch.extend_from_slice(&self.crbuf[..sync_len]);
             Stats::inc(&self.state.stats.auto_executed);
             return Some(key);
         }
@@ -505,16 +512,14 @@ impl Session {
     /// longer be used: it is forgotten, as in [`Session::auto_stale`].
     pub(super) fn auto_retry(&mut self, key: u128, stale: Option<&str>) {
         self.auto_bypass = true;
-        match stale {
-            Some(code) => self.auto_stale(key, code),
-            None => {
-                self.retry_armed = false;
-                if let Some(owner) = self.owners.front_mut() {
-                    *owner = Owner::Silent;
-                }
-                super::route_again(&mut self.crbuf, &self.auto_query);
-            }
+        self.retry_armed = false;
+        if let Some(owner) = self.owners.front_mut() {
+            *owner = Owner::Silent;
         }
+        if let Some(code) = stale {
+            self.forget_stale(key, code);
+        }
+        super::route_again(&mut self.crbuf, &self.auto_batch);
     }
 
     /// Queues the simple Query of `len` bytes at the head of `crbuf` as Bind/Describe/Execute/
@@ -556,6 +561,17 @@ impl Session {
         if let Some(owner) = self.owners.front_mut() {
             *owner = Owner::Silent;
         }
+        self.forget_stale(key, code);
+        super::route_again(&mut self.crbuf, &self.auto_query);
+        tracing::debug!(
+            code,
+            "auto-prepared statement refused at Bind; the Query runs again"
+        );
+    }
+
+    /// Auto-prepared statement `key` was refused at Bind as stale (`code`): it is forgotten on
+    /// the active backend, and closed there if it still exists.
+    fn forget_stale(&mut self, key: u128, code: &str) {
         if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
             b.auto.stale(key);
             if code == "0A000" {
@@ -566,11 +582,6 @@ impl Session {
                 self.owners.push_back(Owner::Silent);
             }
         }
-        super::route_again(&mut self.crbuf, &self.auto_query);
-        tracing::debug!(
-            code,
-            "auto-prepared statement refused at Bind; the Query runs again"
-        );
     }
 
     /// The preparation of `key` on the active backend was answered.

@@ -406,8 +406,11 @@ impl Session {
                     }) if !self.auto_bound => Some(*key),
                     _ => None,
                 };
-                let redo = unparsed
-                    .filter(|_| h.tag == backend::ERROR_RESPONSE && !is_fatal(&rest[..h.len]));
+                let redo = unparsed.filter(|_| {
+                    h.tag == backend::ERROR_RESPONSE
+                        && super::auto::alone(&self.owners)
+                        && !is_fatal(&rest[..h.len])
+                });
                 let swallow = silent
                     || extra
                     || held
@@ -431,7 +434,13 @@ impl Session {
                     stop = Some((h.tag, h.len, swallow));
                     stale_code = stale;
                     redo_key = redo;
-                    unparsed_bind = h.tag == backend::BIND_COMPLETE && unparsed.is_some();
+                    // Before BindComplete, or before an error that is shown (one that ends
+                    // the connection, or behind which other requests are in flight, so that the
+                    // batch cannot run again in its place): Postgres would have answered the
+                    // Parse first.
+                    unparsed_bind = unparsed.is_some()
+                        && redo.is_none()
+                        && matches!(h.tag, backend::BIND_COMPLETE | backend::ERROR_RESPONSE);
                     if redo.is_some() {
                         stale_code = super::auto::is_stale(&rest[..h.len]);
                     }
@@ -559,11 +568,14 @@ impl Session {
                 Event::Error { fatal, stale } => {
                     self.fatal_seen |= fatal && !swallow;
                     if let Some(Owner::Client {
-                        error, rewritten, ..
+                        error,
+                        rewritten,
+                        unparsed,
+                        ..
                     }) = self.owners.front_mut()
                     {
                         *error = true;
-                        if let (true, Some(key)) = (stale, *rewritten) {
+                        if let (true, Some(key)) = (stale, rewritten.or(*unparsed)) {
                             // An auto-prepared statement the server lost (a client's DISCARD
                             // Meridian did not see) or whose result type changed: prepared
                             // afresh next time.

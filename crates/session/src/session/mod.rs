@@ -154,6 +154,8 @@ pub struct Session {
     preparing: bool,
     /// Auto-preparation: the last Query sent as an auto-prepared statement, as it came.
     auto_query: BytesMut,
+    /// Auto-preparation: the last one-shot extended batch sent without its Parse, as it came.
+    auto_batch: BytesMut,
     /// Auto-preparation: the server accepted the Bind of the request at the head of `owners`.
     auto_bound: bool,
     /// Auto-preparation: the next extended-protocol batch goes out as it came (it is one that
@@ -260,6 +262,7 @@ impl Session {
             params: Default::default(),
             preparing: false,
             auto_query: BytesMut::new(),
+            auto_batch: BytesMut::new(),
             auto_bound: false,
             auto_bypass: false,
             unparsed: None,
