@@ -71,6 +71,11 @@ fn one_shot(sql: &str, types: &[u32], params: &[P], result_format: i16) -> Bytes
     out
 }
 
+/// The length of the first frame of `bytes`.
+fn frame_len(bytes: &[u8]) -> usize {
+    1 + u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize
+}
+
 async fn run(s: &mut TcpStream, buf: &mut BytesMut, batch: &[u8]) -> Vec<Reply> {
     s.write_all(batch).await.expect("send");
     read_replies(s, buf, 1).await.pop().unwrap_or_default()
@@ -102,6 +107,22 @@ async fn compare(env: &Env) {
             let want = run(&mut d, &mut dbuf, &batch).await;
             assert_eq!(got, want, "{what} (run {round})");
         }
+    }
+    // The unnamed statement is the last one parsed, even when that Parse was not sent: a Bind
+    // of it without a Parse runs it, as on Postgres.
+    for round in 0..2 {
+        let (_, last) = batches().pop().expect("batches");
+        let rebind = &last[frame_len(&last)..];
+        let got = run(&mut m, &mut mbuf, rebind).await;
+        assert_eq!(
+            got,
+            run(&mut d, &mut dbuf, rebind).await,
+            "Bind only (run {round})"
+        );
+        assert!(
+            !got.iter().any(|r| matches!(r, Reply::Error(..))),
+            "{got:?}"
+        );
     }
     // Pipelined: only the first batch goes out without its Parse; an error in it cannot be
     // answered by running it again (the others are on their way), so the client gets the

@@ -190,3 +190,53 @@ async fn cancel_request_reaches_the_running_backend() {
         .expect("other session");
     assert_eq!(row.get::<_, i32>(0), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_outlives_the_write_position_probe() {
+    use bytes::{BufMut, BytesMut};
+    use meridian_wire::tag::frontend;
+    use tokio::io::AsyncWriteExt;
+
+    fn put(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.put_u8(tag);
+        out.put_u32(u32::try_from(body.len() + 4).expect("small"));
+        out.put_slice(body);
+    }
+    let env = Env::start(1).await;
+    env.primary_sql("CREATE TABLE unnamed_w (id int); GRANT ALL ON unnamed_w TO PUBLIC");
+    // A write through the unnamed statement; in `session` consistency Meridian follows it with
+    // a probe of the write position, itself a simple Query, which Postgres answers by dropping
+    // the unnamed statement. Binding it again without a Parse must still work, as on Postgres.
+    let mut parse = BytesMut::new();
+    put(
+        &mut parse,
+        frontend::PARSE,
+        b"\0INSERT INTO unnamed_w VALUES (1)\0\0\0",
+    );
+    let mut bind = BytesMut::new();
+    put(&mut bind, frontend::BIND, b"\0\0\0\0\0\0\0\0");
+    put(&mut bind, frontend::EXECUTE, &[0, 0, 0, 0, 0]);
+    put(&mut bind, frontend::SYNC, &[]);
+    let (mut s, mut buf) = crate::support::raw_login(env.addr()).await;
+    let mut first = parse.clone();
+    first.extend_from_slice(&bind);
+    s.write_all(&first).await.expect("send");
+    let reply = crate::auto_prepare::read_replies(&mut s, &mut buf, 1).await;
+    assert!(
+        !reply[0]
+            .iter()
+            .any(|r| matches!(r, crate::auto_prepare::Reply::Error(..))),
+        "{reply:?}"
+    );
+    for _ in 0..2 {
+        s.write_all(&bind).await.expect("send");
+        let reply = crate::auto_prepare::read_replies(&mut s, &mut buf, 1).await;
+        assert!(
+            !reply[0]
+                .iter()
+                .any(|r| matches!(r, crate::auto_prepare::Reply::Error(..))),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(env.primary_sql("SELECT count(*) FROM unnamed_w"), "3");
+}

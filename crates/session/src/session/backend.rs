@@ -627,6 +627,9 @@ impl Session {
                         // answer is the next thing the server sends.
                         messages::query(&mut self.to_backend, super::frontend::PROBE_SQL);
                         self.owners.push_front(Owner::Probe);
+                        if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
+                            b.unnamed = 0;
+                        }
                     }
                 }
                 let before = self.sstate.seq();

@@ -235,6 +235,11 @@ impl Session {
             } else {
                 messages::query(&mut self.to_backend, PROBE_SQL);
                 self.owners.push_back(Owner::Probe);
+                // The probe, a simple Query, drops the client's unnamed statement there: a
+                // later Bind of it sends its Parse again.
+                if let Some(b) = self.backends[node].as_mut() {
+                    b.unnamed = 0;
+                }
             }
         }
     }

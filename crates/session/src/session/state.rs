@@ -119,6 +119,8 @@ impl SessionState {
         if !sql.is_empty() {
             messages::query(out, &sql);
             owners.push(Owner::Silent);
+            // A simple Query drops the unnamed statement.
+            backend.unnamed = 0;
         }
     }
 
@@ -137,6 +139,7 @@ impl SessionState {
             messages::query(out, sql);
             owners.push(Owner::Silent);
             backend.sql_prepared.insert(name.to_string());
+            backend.unnamed = 0;
         }
     }
 }

@@ -127,6 +127,7 @@ impl Session {
             // which ends the dropping of CloseComplete.)
             messages::query(&mut self.to_backend, &sql);
             self.owners.push_back(Owner::Silent);
+            b.unnamed = 0;
         }
         let mut injected = Vec::new();
         let mut out = BytesMut::new();
