@@ -355,9 +355,9 @@ def ensure_packages(smoke: bool) -> list[str]:
 
 
 def ensure_meridian(path: Path) -> None:
-    if path.exists():
-        return
-    log("target/release/meridian is missing: cargo build --release -p meridian")
+    """Builds target/release/meridian from the checkout (cargo does nothing when it is up to
+    date), so that a report never describes an older build than the checkout it names."""
+    log("cargo build --release -p meridian")
     r = subprocess.run(["cargo", "build", "--release", "-p", "meridian"], cwd=REPO)
     if r.returncode != 0 or not path.exists():
         raise BenchError("cargo build --release -p meridian failed")
@@ -1045,6 +1045,11 @@ def machine_info(cluster: Cluster, meridian: Path) -> list[str]:
                              capture_output=True, text=True, timeout=10).stdout.strip()
     except Exception:  # noqa: BLE001
         rev = "?"
+    try:
+        built = datetime.datetime.fromtimestamp(meridian.stat().st_mtime, datetime.timezone.utc) \
+            .strftime("%Y-%m-%d %H:%M UTC")
+    except OSError:
+        built = "?"
     return [
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}, "
@@ -1053,7 +1058,8 @@ def machine_info(cluster: Cluster, meridian: Path) -> list[str]:
         f"(primary + {len(cluster.replicas)} streaming replicas from `meridian demo`, "
         f"max_connections {cluster.max_connections()})",
         f"- pgbench: {tool_version([find_exe('pgbench') or 'pgbench', '--version'])}",
-        f"- Meridian: {tool_version([str(meridian), '--version'])} (git {rev})",
+        f"- Meridian: {tool_version([str(meridian), '--version'])} (checkout at git {rev}; "
+        f"binary built {built})",
     ]
 
 
@@ -1409,7 +1415,8 @@ def parse_args(argv=None):
     p.add_argument("--workloads", type=lambda s: s.split(","), default=None,
                    help=f"comma-separated subset of {','.join(w[0] for w in WORKLOADS)}")
     p.add_argument("--meridian-bin", default=os.environ.get("MERIDIAN_BIN"),
-                   help="meridian binary (default target/release/meridian, built if missing)")
+                   help="meridian binary (default target/release/meridian, built from the "
+                        "checkout first)")
     p.add_argument("--out", default=None,
                    help="report path (default bench/results/<date>.md; smoke writes none)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
