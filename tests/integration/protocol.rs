@@ -220,23 +220,13 @@ async fn the_unnamed_statement_outlives_the_write_position_probe() {
     let (mut s, mut buf) = crate::support::raw_login(env.addr()).await;
     let mut first = parse.clone();
     first.extend_from_slice(&bind);
-    s.write_all(&first).await.expect("send");
-    let reply = crate::auto_prepare::read_replies(&mut s, &mut buf, 1).await;
-    assert!(
-        !reply[0]
-            .iter()
-            .any(|r| matches!(r, crate::auto_prepare::Reply::Error(..))),
-        "{reply:?}"
-    );
-    for _ in 0..2 {
-        s.write_all(&bind).await.expect("send");
+    for request in [&first, &bind, &bind] {
+        s.write_all(request).await.expect("send");
         let reply = crate::auto_prepare::read_replies(&mut s, &mut buf, 1).await;
-        assert!(
-            !reply[0]
-                .iter()
-                .any(|r| matches!(r, crate::auto_prepare::Reply::Error(..))),
-            "{reply:?}"
-        );
+        let failed = reply[0]
+            .iter()
+            .any(|r| matches!(r, crate::auto_prepare::Reply::Error(..)));
+        assert!(!failed, "{reply:?}");
     }
     assert_eq!(env.primary_sql("SELECT count(*) FROM unnamed_w"), "3");
 }
