@@ -6,10 +6,11 @@
 1. installs what is missing (apt-get: postgresql for pgbench, pgbouncer, pgpool2) and stops the
    packaged services those packages start;
 2. starts a real cluster with `meridian demo` (a primary and 2 streaming replicas);
-3. starts PgBouncer (transaction pooling, primary only), Pgpool-II (streaming replication mode,
-   load balancing over all three nodes) and three Meridian instances (passthrough; full routing
-   with session consistency; the same with `pool_mode = "transaction"`), each on a free port in
-   a temporary directory;
+3. starts a plain TCP relay to the primary (the `hop` example of meridian-testkit: the floor of
+   one proxy hop), PgBouncer (transaction pooling, primary only), Pgpool-II (streaming
+   replication mode, load balancing over all three nodes) and the Meridian instances
+   (passthrough; full routing with session consistency; the same with auto-prepare; the same
+   with `pool_mode = "transaction"`), each on a free port in a temporary directory;
 4. loads pgbench data (`pgbench -i`) once on the primary and waits for the replicas;
 5. runs the same pgbench workloads against every target and computes tps, mean latency and p99
    (from pgbench's per-transaction logs), plus each proxy's CPU per 10k transactions;
@@ -59,12 +60,13 @@ SUPERUSER, SUPERUSER_PW = "postgres", "postgres-secret"
 APP_USER, APP_PW, APP_DB = "app", "app-secret", "app"
 MD5_USER, MD5_PW = "app_md5", "md5-secret"
 
-TARGET_ORDER = ["direct", "pgbouncer", "pgpool", "meridian-passthrough", "meridian-routing",
-                "meridian-autoprep", "meridian-txpool"]
+TARGET_ORDER = ["direct", "relay", "pgbouncer", "pgpool", "meridian-passthrough",
+                "meridian-routing", "meridian-autoprep", "meridian-txpool"]
 # The Meridian targets whose failure fails the smoke run.
 SMOKE_MERIDIAN = ("meridian-routing", "meridian-autoprep", "meridian-txpool")
 TARGET_TITLES = {
     "direct": "direct (primary)",
+    "relay": "plain TCP relay (one hop)",
     "pgbouncer": "PgBouncer (transaction)",
     "pgpool": "Pgpool-II (load balance)",
     "meridian-passthrough": "Meridian passthrough",
@@ -693,6 +695,25 @@ stats_period = 600
                   socket_dir=str(d) if CLIENT == "unix" else None)
 
 
+def start_relay(cluster: Cluster, tmp: Path, procs: list) -> Target:
+    """The `hop` example of meridian-testkit: bytes copied both ways, nothing parsed. What any
+    userspace proxy in the path costs on this machine before it does work of its own."""
+    r = subprocess.run(["cargo", "build", "--release", "-p", "meridian-testkit", "--example",
+                        "hop"], cwd=REPO, capture_output=True, text=True)
+    exe = REPO / "target/release/examples/hop"
+    if r.returncode != 0 or not exe.exists():
+        raise BenchError(f"cannot build the hop relay: {r.stderr.strip()[-300:]}")
+    port = free_port()
+    proc = Proc("relay", [str(exe), f"127.0.0.1:{port}", f"127.0.0.1:{cluster.primary_port}"],
+                tmp / "relay.log")
+    procs.append(proc)
+    wait_port(port, 30, proc)
+    return Target("relay", port, proc,
+                  "`crates/testkit/examples/hop.rs`: a plain TCP relay to the primary (tokio, one "
+                  "thread, `copy_bidirectional`, nothing parsed): the floor of one proxy hop; "
+                  "pgbench reaches it over TCP")
+
+
 def start_pgpool(cluster: Cluster, tmp: Path, run_user: str | None, procs: list) -> Target:
     exe = find_exe("pgpool")
     if not exe:
@@ -1181,6 +1202,8 @@ class Bench:
                                                              self.procs))
             elif key == "pgpool":
                 self.add_target(key, lambda: start_pgpool(cluster, self.tmp, run_user, self.procs))
+            elif key == "relay":
+                self.add_target(key, lambda: start_relay(cluster, self.tmp, self.procs))
             else:
                 self.add_target(key, lambda k=key: start_meridian(
                     meridian, cluster, self.tmp, k, self.procs))
