@@ -22,6 +22,7 @@ mod frontend;
 mod local;
 mod pooled;
 pub(crate) mod route;
+mod server;
 mod state;
 mod switch;
 
@@ -40,7 +41,8 @@ use crate::cancel::CancelGuard;
 use crate::startup::Authenticated;
 use crate::{Drain, ProxyState, SessionError};
 
-pub(crate) use backend::{Backend, Owner, ServerGuard};
+pub(crate) use backend::Owner;
+pub(crate) use server::{Backend, ServerGuard};
 pub(crate) use state::SessionState;
 
 /// Stop reading from a peer while this much is queued for the other side.
@@ -551,7 +553,7 @@ impl Session {
         };
         let conn = meridian_upstream::connect(&params).await?;
         debug!(node = %n.name, pid = conn.pid, "server connection opened");
-        let guard = backend::ServerGuard::new(self.state.clone(), node);
+        let guard = server::ServerGuard::new(self.state.clone(), node);
         self.backends[node] = Some(Backend::new(conn, guard));
         Ok(())
     }

@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use meridian_classify::Classification;
 use meridian_wire::messages;
 
-use super::backend::{Backend, Owner};
+use super::backend::Owner;
+use super::Backend;
 
 /// A change to session state, kept if the statement that makes it succeeds.
 #[derive(Debug, Clone)]
