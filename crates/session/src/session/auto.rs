@@ -32,6 +32,7 @@ use meridian_wire::tag::frontend;
 use meridian_wire::{frame, parse};
 
 use super::backend::Owner;
+use super::pooled::{hash128, split_cstr};
 use super::Session;
 use crate::Stats;
 
@@ -135,16 +136,12 @@ impl AutoStatements {
 
 /// The statement key of a parameterized text: a 128-bit hash of the text and parameter types.
 fn key_of(p: &Parameterized) -> u128 {
-    let half = |seed: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        p.text.hash(&mut h);
+    hash128(3, |h| {
+        p.text.hash(h);
         for param in &p.params {
-            param.oid.hash(&mut h);
+            param.oid.hash(h);
         }
-        h.finish()
-    };
-    (u128::from(half(3)) << 64) | u128::from(half(4))
+    })
 }
 
 /// The statement name of `key`: `meridian_auto_` and 32 hex digits (fits NAMEDATALEN).
@@ -299,21 +296,9 @@ impl<'a> OneShot<'a> {
     }
 }
 
-/// The body after its first NUL-terminated string: (that string, the rest).
-fn split_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = body.iter().position(|&c| c == 0)?;
-    Some((&body[..nul], &body[nul + 1..]))
-}
-
 /// The statement key of an unnamed Parse whose body after the name is `rest`.
 fn key_of_parse(rest: &[u8]) -> u128 {
-    let half = |seed: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        rest.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(half(5)) << 64) | u128::from(half(6))
+    hash128(5, |h| rest.hash(h))
 }
 
 impl Session {

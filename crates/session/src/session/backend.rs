@@ -154,8 +154,9 @@ impl Session {
             // The stopping frame is an error to answer by running a one-shot batch again
             // (`auto_retry`): the statement's key and whether the statement is stale.
             let mut redo_key = None;
-            // The stopping frame is the BindComplete of a batch sent without its Parse.
-            let mut unparsed_bind = false;
+            // The stopping frame of a batch sent without its Parse must come after the client's
+            // ParseComplete.
+            let mut parse_complete_first = false;
             loop {
                 let rest = &b.conn.rbuf[off..];
                 let h = match frame::peek_frame(rest, self.max_message) {
@@ -239,7 +240,7 @@ impl Session {
                     // the connection, or behind which other requests are in flight, so that the
                     // batch cannot run again in its place): Postgres would have answered the
                     // Parse first.
-                    unparsed_bind = unparsed.is_some()
+                    parse_complete_first = unparsed.is_some()
                         && redo.is_none()
                         && matches!(h.tag, backend::BIND_COMPLETE | backend::ERROR_RESPONSE);
                     if redo.is_some() {
@@ -308,7 +309,7 @@ impl Session {
                     _ => Event::Other,
                 }
             };
-            if unparsed_bind {
+            if parse_complete_first {
                 // The ParseComplete of the Parse Meridian did not send.
                 messages::parse_complete(&mut self.to_client);
             }
@@ -426,11 +427,8 @@ impl Session {
                     if probe_later {
                         // Nothing can be pipelined behind a COPY FROM STDIN, so the probe's
                         // answer is the next thing the server sends.
-                        messages::query(&mut self.to_backend, super::frontend::PROBE_SQL);
+                        self.queue_probe(self.active);
                         self.owners.push_front(Owner::Probe);
-                        if let Some(b) = self.active.and_then(|i| self.backends[i].as_mut()) {
-                            b.unnamed = 0;
-                        }
                     }
                 }
                 let before = self.sstate.seq();

@@ -233,14 +233,17 @@ impl Session {
             if copy_in {
                 *probe_later = true;
             } else {
-                messages::query(&mut self.to_backend, PROBE_SQL);
+                self.queue_probe(Some(node));
                 self.owners.push_back(Owner::Probe);
-                // The probe, a simple Query, drops the client's unnamed statement there: a
-                // later Bind of it sends its Parse again.
-                if let Some(b) = self.backends[node].as_mut() {
-                    b.unnamed = 0;
-                }
             }
+        }
+    }
+
+    /// Queues the write-position probe for `node` (see `Backend::own_query`).
+    pub(super) fn queue_probe(&mut self, node: Option<usize>) {
+        match node.and_then(|i| self.backends[i].as_mut()) {
+            Some(b) => b.own_query(&mut self.to_backend, PROBE_SQL),
+            None => messages::query(&mut self.to_backend, PROBE_SQL),
         }
     }
 
@@ -462,17 +465,15 @@ impl Session {
         }
         let batch = std::mem::take(&mut self.batch);
         self.unparsed = sync_len.and_then(|n| self.auto_extended(node, &batch, n));
-        let mut rest = if self.unparsed.is_some() {
-            &[][..]
-        } else {
-            &batch[..]
-        };
-        while let Ok(Some(h)) = frame::peek_frame(rest, usize::MAX) {
-            if h.len > rest.len() {
-                break;
+        if self.unparsed.is_none() {
+            let mut rest = &batch[..];
+            while let Ok(Some(h)) = frame::peek_frame(rest, usize::MAX) {
+                if h.len > rest.len() {
+                    break;
+                }
+                self.emit_extended(node, &rest[..h.len]);
+                rest = &rest[h.len..];
             }
-            self.emit_extended(node, &rest[..h.len]);
-            rest = &rest[h.len..];
         }
         self.batch = batch;
         self.batch.clear();

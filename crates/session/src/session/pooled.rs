@@ -20,6 +20,7 @@
 //! have: Postgres answers CloseComplete (closing a missing statement is not an error) and the
 //! shared statement stays.
 
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,13 +33,18 @@ use super::Session;
 /// The server-side name of a statement whose Parse body, after the name, is `rest` (query text
 /// and parameter types).
 pub(crate) fn server_name(rest: &[u8]) -> String {
+    format!("meridian_{:032x}", hash128(1, |h| rest.hash(h)))
+}
+
+/// A 128-bit hash of what `feed` writes: two 64-bit hashes, seeded `seed` and `seed + 1`.
+pub(super) fn hash128(seed: u8, feed: impl Fn(&mut DefaultHasher)) -> u128 {
     let half = |seed: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = DefaultHasher::new();
         seed.hash(&mut h);
-        rest.hash(&mut h);
+        feed(&mut h);
         h.finish()
     };
-    format!("meridian_{:016x}{:016x}", half(1), half(2))
+    (u128::from(half(seed)) << 64) | u128::from(half(seed.wrapping_add(1)))
 }
 
 /// A client's named statement under transaction pooling.
@@ -72,7 +78,7 @@ fn build(tag: u8, parts: &[&[u8]]) -> Bytes {
 }
 
 /// The body after its first NUL-terminated string: (that string, the rest).
-fn split_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn split_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = body.iter().position(|&c| c == 0)?;
     Some((&body[..nul], &body[nul + 1..]))
 }
@@ -107,15 +113,7 @@ impl Session {
                 b.touch(&server);
                 // A client's Parse gets a statement planned now, as on Postgres itself: one
                 // this connection prepared earlier may predate a change of its result type.
-                let mut out = BytesMut::new();
-                if b.statements.contains(&server) {
-                    b.close(&mut out, &server, before);
-                }
-                out.extend_from_slice(&renamed);
-                self.to_backend.extend_from_slice(&out);
-                b.statements.insert(server.clone());
-                b.fresh.insert(server.clone(), at);
-                b.parses.push_back((Some(server.clone()), before, false));
+                b.prepare_fresh(&mut self.to_backend, &server, &renamed, (before, false), at);
                 self.sstate.pooled_names.insert(
                     client,
                     Named {
@@ -159,15 +157,14 @@ impl Session {
                         let older = b.statements.contains(server)
                             && b.fresh.get(server).is_some_and(|t| t < at);
                         if older || !b.statements.contains(server) {
-                            let mut out = BytesMut::new();
-                            if older {
-                                b.close(&mut out, server, before);
-                            }
-                            out.extend_from_slice(parse);
-                            self.to_backend.extend_from_slice(&out);
-                            b.statements.insert(server.clone());
-                            b.fresh.insert(server.clone(), parse_clock());
-                            b.parses.push_back((Some(server.clone()), before, true));
+                            let now = parse_clock();
+                            b.prepare_fresh(
+                                &mut self.to_backend,
+                                server,
+                                parse,
+                                (before, true),
+                                now,
+                            );
                         }
                         let renamed = if tag == frontend::BIND {
                             let Some((portal, after)) = split_cstr(body) else {

@@ -177,6 +177,37 @@ impl Backend {
         self.closes.push_back(before);
     }
 
+    /// Transaction pooling: queues `parse`, the Parse of server statement `server`, closing the
+    /// copy this connection has first (if any), and notes it prepared at `at` on the parse
+    /// clock. `order`: how many ReadyForQuery come before its own, and whether Meridian sent
+    /// it on its own (its ParseComplete is dropped), as in `parses`.
+    pub fn prepare_fresh(
+        &mut self,
+        out: &mut bytes::BytesMut,
+        server: &str,
+        parse: &[u8],
+        order: (usize, bool),
+        at: u64,
+    ) {
+        let (before, ours) = order;
+        if self.statements.contains(server) {
+            self.close(out, server, before);
+        }
+        out.extend_from_slice(parse);
+        self.statements.insert(server.to_string());
+        self.fresh.insert(server.to_string(), at);
+        self.parses
+            .push_back((Some(server.to_string()), before, ours));
+    }
+
+    /// Queues a simple Query of Meridian's own (a probe, a replay, a reset) for this connection.
+    /// Postgres drops the unnamed statement on every simple Query, so the client's is sent
+    /// again before its next use here.
+    pub fn own_query(&mut self, out: &mut bytes::BytesMut, sql: &str) {
+        meridian_wire::messages::query(out, sql);
+        self.unnamed = 0;
+    }
+
     /// A ReadyForQuery arrived: Parses that belong to it and got no ParseComplete failed (or
     /// were skipped after an error), so their statements do not exist on the server.
     pub fn settle_parses(&mut self) {

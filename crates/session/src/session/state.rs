@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use meridian_classify::Classification;
-use meridian_wire::messages;
 
 use super::backend::Owner;
 use super::Backend;
@@ -118,10 +117,8 @@ impl SessionState {
             sql.push_str(";\n");
         }
         if !sql.is_empty() {
-            messages::query(out, &sql);
+            backend.own_query(out, &sql);
             owners.push(Owner::Silent);
-            // A simple Query drops the unnamed statement.
-            backend.unnamed = 0;
         }
     }
 
@@ -137,10 +134,9 @@ impl SessionState {
             return;
         }
         if let Some((sql, _)) = self.sql_prepared.get(name) {
-            messages::query(out, sql);
+            backend.own_query(out, sql);
             owners.push(Owner::Silent);
             backend.sql_prepared.insert(name.to_string());
-            backend.unnamed = 0;
         }
     }
 }

@@ -5,7 +5,6 @@
 
 use bytes::BytesMut;
 use meridian_upstream::UpstreamError;
-use meridian_wire::messages;
 use meridian_wire::tag::frontend;
 use tracing::debug;
 
@@ -125,9 +124,8 @@ impl Session {
             // A pooled connection another session left settings or statements on. (After the
             // Closes above: their CloseComplete must come before this request's ReadyForQuery,
             // which ends the dropping of CloseComplete.)
-            messages::query(&mut self.to_backend, &sql);
+            b.own_query(&mut self.to_backend, &sql);
             self.owners.push_back(Owner::Silent);
-            b.unnamed = 0;
         }
         let mut injected = Vec::new();
         let mut out = BytesMut::new();
